@@ -91,8 +91,12 @@ class QuadraticPenalty:
         tensors = [params[n] for n in self.names]
         return _QuadraticFunction.apply(self._views_for(model), self.constant, *tensors)
 
-    def add_gradient_(self, model: torch.nn.Module) -> None:
-        """Add the penalty's gradient 2 (A θ − B) to the parameters' ``.grad`` (what backpropagating it would add)."""
+    def add_gradient_(self, model: torch.nn.Module, keep_original: bool = False) -> None:
+        """Add the penalty's gradient 2 (A θ − B) to the parameters' ``.grad`` (what backpropagating it would add).
+
+        ``keep_original``: write the sums into new ``.grad`` tensors and leave the old ones untouched, so a caller
+        holding them keeps the task loss's gradient without copying it (SI's path integral needs it).
+        """
         params = dict(model.named_parameters())
         tensors = [params[n] for n in self.names]
         weights, _, linears = self._views_for(model)
@@ -101,7 +105,12 @@ class QuadraticPenalty:
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in tensors]
         with torch.no_grad():
-            torch._foreach_addcmul_(grads, weights, tensors, value=2.0)
+            if keep_original:
+                grads = torch._foreach_addcmul(grads, weights, tensors, value=2.0)
+                for p, g in zip(tensors, grads):
+                    p.grad = g
+            else:
+                torch._foreach_addcmul_(grads, weights, tensors, value=2.0)
             torch._foreach_add_(grads, linears, alpha=-2.0)
 
     def _views_for(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:

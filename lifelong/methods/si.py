@@ -5,10 +5,13 @@ g the gradient of the task loss alone (no penalty) and Δθ the change the step 
 task Ω_i += ω_i / ((θ_i(end) − θ_i(start))² + ξ), ω is reset and the anchor becomes θ* = θ. The loss adds
 c Σ_i Ω_i (θ_i − θ*_i)² (one fold of ``QuadraticPenalty``).
 
-Per step: backward the task loss alone, so its gradient g lands in ``.grad``; copy g into a flat buffer (one
-``torch.cat``); snapshot θ into a second flat buffer (one ``torch.cat``); add the penalty's gradient 2 (A θ − B) in closed form (``QuadraticPenalty.add_gradient_``, exactly zero at the
-anchor, so Adam does not move old heads); step; then ω += g · (θ_before − θ_after) with one ``torch._foreach_sub_``
-into the snapshot's views and one ``addcmul_``. The work buffers are allocated once per task.
+Per step, over the parameters that received a gradient (the others do not move, so add nothing to ω): backward
+the task loss alone, so its gradient g lands in ``.grad``; copy θ into per-parameter views of a flat work buffer
+(``torch._foreach_copy_``, no allocation); add the penalty's gradient 2 (A θ − B) in closed form into new ``.grad``
+tensors (``QuadraticPenalty.add_gradient_(keep_original=True)``: g stays untouched without a copy; the gradient is
+exactly zero at the anchor, so Adam does not move old heads); step (optimizers never write into ``.grad``); then
+ω += g · (θ_before − θ_after) with ``torch._foreach_sub_`` and ``torch._foreach_addcmul_`` on the views. The work
+buffers are allocated once per task.
 
 Growth: every vector (ω, Ω, θ*, θ(start)) is laid out in ``names``, the trainable parameters present when the
 current task started. Parameters that appear later (a new task's head) join at the next ``before_task`` with
@@ -17,7 +20,7 @@ current task started. Parameters that appear later (a new task's head) join at t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from pydantic import Field
@@ -27,6 +30,14 @@ from lifelong.data.scenarios import Task
 from lifelong.methods import base
 from lifelong.methods.base import Method
 from lifelong.methods.importance import QuadraticPenalty, flatten, parameter_names, unflatten
+
+
+class _WorkViews(NamedTuple):
+    """Per-parameter views that SI's step updates in place: the parameters, θ_before (then −Δθ), and ω."""
+
+    params: list[torch.nn.Parameter]
+    theta: list[torch.Tensor]
+    omega: list[torch.Tensor]
 
 
 class Params(base.Params):
@@ -49,7 +60,7 @@ class SI(Method):
         self.start: torch.Tensor | None = None  # θ when the current task started
         self.importance_sums: list[float] = []  # Σ Ω after each task, for the report
         self.penalty = QuadraticPenalty()
-        self._params: list[torch.nn.Parameter] | None = None  # work buffers of train_step, rebuilt per task
+        self._views: _WorkViews | None = None  # work buffers of train_step, rebuilt when ω is replaced
 
     # --- hooks ---
     def before_task(self, task: Task) -> None:
@@ -68,7 +79,7 @@ class SI(Method):
         self.names = names
         self.start = theta
         self.omega = torch.zeros_like(theta)
-        self._params = None
+        self._views = None
         self._set_penalty()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
@@ -77,27 +88,30 @@ class SI(Method):
         task_loss = self.task_loss(x, y, task_ids)
         task_loss.backward()
         with torch.no_grad():
-            params = self._flat_buffers()
-            grad, theta = self._grad, self._theta
-            torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params],
-                      out=grad)
-            torch.cat([p.reshape(-1) for p in params], out=theta)
-            if self.penalty.active:  # after ω's copy of the task-loss gradient
-                self.penalty.add_gradient_(self.model)
+            views = self._work_views()
+            moving = [i for i, p in enumerate(views.params) if p.grad is not None]
+            params = [views.params[i] for i in moving]
+            theta, omega = [views.theta[i] for i in moving], [views.omega[i] for i in moving]
+            grads = [p.grad for p in params]  # g; optimizers never write into .grad
+            torch._foreach_copy_(theta, params)
+            if self.penalty.active:  # into new .grad tensors, so ``grads`` stays the task loss's gradient
+                self.penalty.add_gradient_(self.model, keep_original=True)
             self.optimizer.step()
-            torch._foreach_sub_(self._theta_views, params)  # θ_before − θ_after = −Δθ
-            self.omega.addcmul_(grad, theta)  # ω += −g·Δθ
+            torch._foreach_sub_(theta, params)  # θ_before − θ_after = −Δθ
+            torch._foreach_addcmul_(omega, grads, theta)  # ω += −g·Δθ
         return task_loss.detach()
 
-    def _flat_buffers(self) -> list[torch.nn.Parameter]:
-        """The parameters in ``names`` order, with flat work buffers (and their per-parameter views) to match."""
-        if self._params is None:
+    def _work_views(self) -> _WorkViews:
+        """The parameters in ``names`` order, with per-parameter views of ω and of a flat work buffer for θ."""
+        if self._views is None:
             named = dict(self.model.named_parameters())
-            self._params = [named[n] for n in self.names]
-            sizes = [p.numel() for p in self._params]
-            self._grad, self._theta = torch.empty_like(self.omega), torch.empty_like(self.omega)
-            self._theta_views = [v.view_as(p) for v, p in zip(self._theta.split(sizes), self._params)]
-        return self._params
+            params = [named[n] for n in self.names]
+
+            def views(flat: torch.Tensor) -> list[torch.Tensor]:
+                return [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
+
+            self._views = _WorkViews(params, views(torch.empty_like(self.omega)), views(self.omega))
+        return self._views
 
     def after_task(self, task: Task, train: TaskView) -> None:
         with torch.no_grad():
@@ -107,6 +121,7 @@ class SI(Method):
         self.importance = step if self.importance is None else self.importance + step
         self.anchor = self.start = theta
         self.omega = torch.zeros_like(theta)
+        self._views = None
         self.importance_sums.append(float(self.importance.sum()))
         self._set_penalty()
 
@@ -133,5 +148,5 @@ class SI(Method):
         self.names = list(state["names"])
         self.omega, self.importance, self.anchor, self.start = map(vector, ("omega", "importance", "anchor", "start"))
         self.importance_sums = list(state["importance_sums"])
-        self._params = None
+        self._views = None
         self._set_penalty()
