@@ -1,0 +1,195 @@
+"""Reproduce the published task-/class-/domain-incremental protocols and put our figures beside the papers'.
+
+Protocols (van de Ven & Tolias 2019, "Three scenarios for continual learning"; their hyperparameters where they
+publish them, see ``HYPERPARAMETERS``):
+
+- ``split-mnist``: 5 tasks of 2 digits, MLP 2×400, Adam lr 1e-3, batch 128, 2000 iterations per task, no
+  validation split; task-incremental (a head per task) and class-incremental (one head over the classes seen).
+- ``split-fmnist``: the same protocol on Fashion-MNIST (pairs (0,1), (2,3), ...), for every method.
+- ``pmnist``: 10 permutations of MNIST, MLP 2×1000, Adam lr 1e-4, batch 128, 5000 iterations per task,
+  domain-incremental (one shared 10-way head), the scenario of the published permuted-MNIST figures.
+
+Every run is an ordinary ``lifelong`` run directory under ``--out`` (named after its config), so an interrupted
+reproduction continues where it stopped and finished runs are not trained again. Runs go to ``--workers``
+processes with one torch thread each. Figures: the final average accuracy ACC (mean ± std over seeds, sample std)
+next to the published value, and BWT.
+
+    python benchmarks/accuracy.py [--data-dir ../shared/data] [--protocols split-mnist,split-fmnist,pmnist]
+                                  [--seeds 0,1,2] [--pmnist-seeds 0] [--workers 2] [--out runs/accuracy]
+                                  [--finished-only] [--no-write]
+
+Writes the section ``accuracy`` of docs/RESULTS.md unless ``--no-write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's lifelong
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+from results_md import update_section  # noqa: E402
+
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
+
+# van de Ven & Tolias 2019, Table 2 (split MNIST) and the permuted-MNIST table (domain-IL), average accuracy in %.
+PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
+    ("split-mnist", "task"): {"naive": 87.19, "ewc": 98.64, "online-ewc": 99.12, "si": 99.09, "lwf": 99.57},
+    ("split-mnist", "class"): {"naive": 19.90, "ewc": 20.01, "online-ewc": 19.96, "si": 19.99, "lwf": 23.85},
+    ("pmnist", "domain"): {"ewc": 94.74, "online-ewc": 95.96, "si": 94.75, "lwf": 69.84},
+}
+
+PAPER_METHODS = ["naive", "joint", "ewc", "online-ewc", "si", "lwf", "mas"]
+ALL_METHODS = ["naive", "joint", "ewc", "online-ewc", "si", "mas", "mas-alpha", "lwf", "ebll", "imm-mean",
+               "imm-mode", "mas-slni", "ewc-slni"]
+
+# Method sections per scenario. EWC λ and SI c are the values of the authors' code for each scenario (task-IL:
+# λ 1e5, c 10; class-IL: λ 1e9, c 5000; permuted MNIST domain-IL: λ 100, c 10); online EWC uses EWC's λ with γ 1.
+# The other methods keep our defaults (their papers' values), mas-alpha spends λ = 1 per task seen.
+HYPERPARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "task": {"ewc": {"ewc": {"lam": 1e5}}, "online-ewc": {"online-ewc": {"lam": 1e5, "gamma": 1.0}},
+             "si": {"si": {"c": 10.0}}},
+    "class": {"ewc": {"ewc": {"lam": 1e9}}, "online-ewc": {"online-ewc": {"lam": 1e9, "gamma": 1.0}},
+              "si": {"si": {"c": 5000.0}}},
+    "domain": {"ewc": {"ewc": {"lam": 100.0}}, "online-ewc": {"online-ewc": {"lam": 100.0, "gamma": 1.0}},
+               "si": {"si": {"c": 10.0}}},
+}
+COMMON = {"mas-alpha": {"mas-alpha": {"lam_per_task": 1.0}}}
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "split-mnist": {"benchmark": "split-mnist", "scenarios": ["task", "class"], "methods": PAPER_METHODS,
+                    "hidden": [400, 400], "lr": 1e-3, "iterations": 2000},
+    "split-fmnist": {"benchmark": "split-fmnist", "scenarios": ["task", "class"], "methods": ALL_METHODS,
+                     "hidden": [400, 400], "lr": 1e-3, "iterations": 2000},
+    "pmnist": {"benchmark": "pmnist", "scenarios": ["domain"], "methods": ["naive", "ewc", "online-ewc", "si", "lwf"],
+               "hidden": [1000, 1000], "lr": 1e-4, "iterations": 5000},
+}
+
+
+def run_config(protocol: str, scenario: str, method: str, seed: int, data_dir: str, out: str) -> dict[str, Any]:
+    spec = PROTOCOLS[protocol]
+    raw: dict[str, Any] = {
+        "method": method, "seed": seed, "device": "cpu", "out": out, "checkpoint": "task",
+        "data": {"benchmark": spec["benchmark"], "data_dir": data_dir, "scenario": scenario, "validation": 0.0},
+        "model": {"name": "mlp", "hidden": spec["hidden"]},
+        "train": {"iterations": spec["iterations"], "batch_size": 128, "optimizer": "adam", "lr": spec["lr"]},
+    }
+    raw.update(HYPERPARAMETERS[scenario].get(method, {}))
+    raw.update(COMMON.get(method, {}))
+    return raw
+
+
+def _run_one(raw: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from lifelong import loop
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    run_dir, results = loop.run(raw)
+    return {"results": results, "wall": time.perf_counter() - started, "run_dir": str(run_dir)}
+
+
+def _finished(raw: dict[str, Any]) -> bool:
+    from lifelong import store
+    from lifelong.config import build_config
+
+    return store.read_results(store.run_directory(build_config(raw))) is not None
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table(protocol: str, scenario: str, methods: list[str], done: dict[tuple, list[dict]]) -> list[str]:
+    published = PUBLISHED.get((protocol, scenario), {})
+    lines = ["| method | runs | ACC % (ours) | published ACC % | ours − published | BWT % | train s / run |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for method in methods:
+        runs = done.get((protocol, scenario, method), [])
+        if not runs:
+            continue
+        acc = mean_std([100 * r["results"]["acc"] for r in runs])
+        bwt = mean_std([100 * r["results"]["bwt"] for r in runs])
+        seconds = statistics.fmean(r["results"]["train_seconds"] for r in runs)
+        pub = published.get(method)
+        pub_text = f"{pub:.2f}" if pub is not None else "—"
+        diff = f"{acc[0] - pub:+.2f}" if pub is not None else ""
+        lines.append(f"| {method} | {len(runs)} | {acc[0]:.2f} ± {acc[1]:.2f} | {pub_text} | {diff} | "
+                     f"{bwt[0]:.2f} ± {bwt[1]:.2f} | {seconds:.0f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--protocols", default="split-mnist,split-fmnist,pmnist")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of split-mnist and split-fmnist")
+    parser.add_argument("--pmnist-seeds", default="0", help="seeds of pmnist (each run is long on a CPU)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "accuracy"))
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished under --out")
+    args = parser.parse_args()
+    protocols = [p for p in args.protocols.split(",") if p]
+    for p in protocols:
+        if p not in PROTOCOLS:
+            parser.error(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+
+    jobs = []
+    for protocol in protocols:
+        seeds = args.pmnist_seeds if protocol == "pmnist" else args.seeds
+        for seed in [int(s) for s in seeds.split(",")]:
+            for scenario in PROTOCOLS[protocol]["scenarios"]:
+                for method in PROTOCOLS[protocol]["methods"]:
+                    jobs.append((protocol, scenario, method, seed))
+    done: dict[tuple, list[dict]] = {}
+    started = time.perf_counter()
+    if args.finished_only:
+        jobs = [job for job in jobs if _finished(run_config(*job, args.data_dir, args.out))]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(_run_one, run_config(p, s, m, seed, args.data_dir, args.out)): (p, s, m, seed)
+                   for p, s, m, seed in jobs}
+        for i, future in enumerate(as_completed(futures), 1):
+            p, s, m, seed = futures[future]
+            out = future.result()
+            done.setdefault((p, s, m), []).append(out)
+            print(f"[{i}/{len(jobs)}] {p} {s} {m} seed {seed}: ACC {100 * out['results']['acc']:.2f}% "
+                  f"({out['wall']:.0f} s)", flush=True)
+    total = time.perf_counter() - started
+
+    command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = [f"Measured {datetime.date.today().isoformat()} with `{command.strip()}` on {os.cpu_count()} CPU cores "
+             f"({args.workers} runs at a time, one torch thread each); {len(jobs)} runs, {total / 60:.0f} min of "
+             "wall time in this invocation (finished runs found in the run directories are not trained again).",
+             "",
+             "Protocol (van de Ven & Tolias 2019): MLP with ReLU, Adam, batch 128, no validation split, a fixed number "
+             "of iterations per task; split-mnist / split-fmnist: 2×400 units, lr 1e-3, 2000 iterations, 5 tasks; "
+             "pmnist: 2×1000 units, lr 1e-4, 5000 iterations, 10 tasks, domain-incremental. ACC is the average "
+             "test accuracy over all tasks after the last one; mean ± sample std over seeds. Hyperparameters: "
+             "EWC λ / SI c from the authors' code per scenario (task 1e5 / 10, class 1e9 / 5000, domain 100 / 10), "
+             "online EWC γ = 1 with EWC's λ; the other methods at their defaults (docs/methods.md), mas-alpha "
+             "with λ = 1 per task seen."]
+    for protocol in protocols:
+        for scenario in PROTOCOLS[protocol]["scenarios"]:
+            lines += ["", f"#### {protocol}, {scenario}-incremental", ""]
+            lines += table(protocol, scenario, PROTOCOLS[protocol]["methods"], done)
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        update_section("accuracy", "## Accuracy against published results\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
