@@ -99,7 +99,7 @@ def _check_comparable(runs: list[Run]) -> None:
             value = run.results[key] if key == "benchmark" else len(run.results[key])
             counts[str(value)] = counts.get(str(value), 0) + 1
         if len(counts) > 1:
-            found = ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+            found = ", ".join(f"{value} ({n} run{'s' * (n > 1)})" for value, n in counts.items())
             raise UserError(f"the runs have different {what}: {found}; report one kind at a time, e.g. pass only "
                             "one compare folder or the run directories of one benchmark")
 
