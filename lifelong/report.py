@@ -67,9 +67,14 @@ def collect(paths: list[str | Path]) -> Collection:
         if (path / store.CONFIG_FILE).is_file():
             found.runs.append(_load(path))
         elif manifest.is_file():
-            listed = json.loads(manifest.read_text())
-            found.moved = found.moved or listed["order_sweep_task"]
-            found.runs += [_load((path / r["run_dir"]).resolve(), r["variant"]) for r in listed["runs"]]
+            try:
+                listed = json.loads(manifest.read_text())
+                entries = [((path / r["run_dir"]).resolve(), r["variant"]) for r in listed["runs"]]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"'{manifest}' is damaged; run the same `lifelong compare` again to rewrite it "
+                                "(finished runs are reused)") from None
+            found.moved = found.moved or listed.get("order_sweep_task")
+            found.runs += [_load(run_dir, variant) for run_dir, variant in entries]
         else:
             children = sorted(d for d in path.iterdir() if (d / store.CONFIG_FILE).is_file())
             if not children:
@@ -144,7 +149,7 @@ def group(found: Collection) -> tuple[list[Variant], dict[str, list[int]]]:
         keys = sorted(k for k in settings[mine[0]] if len({settings[i].get(k) for i in mine}) > 1)
         keys += sorted({k for i in mine for k in settings[i]} - set(settings[mine[0]]))
         for i in mine:
-            parts = [f"{k}={settings[i].get(k, 'unset')}" for k in keys if k != "tasks"]
+            parts = [f"{k}={settings[i].get(k, 'unset').strip(chr(34))}" for k in keys if k != "tasks"]
             families[i] = name + (f" ({', '.join(parts)})" if parts else "")
     sweeps: dict[str, list[int]] = {}
     for family in dict.fromkeys(families):

@@ -72,10 +72,12 @@ def test_a_compare_folder_names_its_variants_and_its_order_sweep(runs):
 
 
 def test_variants_of_one_method_are_told_apart_by_the_keys_that_differ():
-    found = report.Collection([fake_run(seed=0), fake_run(seed=1), fake_run(train={"lr": 0.01}), fake_run("ewc")])
+    found = report.Collection([fake_run(seed=0), fake_run(seed=1), fake_run(train={"lr": 0.01}), fake_run("ewc"),
+                                 fake_run("ewc", model={"name": "conv"})])
     variants, sweeps = report.group(found)
     assert [(v.label, len(v.runs)) for v in variants] == [
-        ("naive (train.lr=0.001)", 2), ("naive (train.lr=0.01)", 1), ("ewc", 1)]
+        ("naive (train.lr=0.001)", 2), ("naive (train.lr=0.01)", 1), ("ewc (model.name=unset)", 1),
+        ("ewc (model.name=conv)", 1)]
     assert sweeps == {}
 
 
@@ -188,6 +190,11 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     store.write_json(other / "results.json", {**results, "benchmark": "split-mnist"})
     assert main(["report", str(root / "runs"), str(other), "--out", str(tmp_path / "r.html")]) == 2
     assert "different benchmarks: quickstart (3 runs), split-mnist (1 run)" in capsys.readouterr().err
+    damaged = tmp_path / "compare-x"
+    damaged.mkdir()
+    (damaged / "runs.json").write_text("{")
+    assert main(["report", str(damaged)]) == 2
+    assert "is damaged; run the same `lifelong compare` again" in capsys.readouterr().err
     parent = tmp_path / "parent"
     shutil.copytree(unfinished, parent / "run")
     with pytest.raises(UserError, match="no finished runs"):
