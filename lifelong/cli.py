@@ -1,4 +1,4 @@
-"""The `lifelong` command: run, resume, list, download.
+"""The `lifelong` command: run, resume, compare, report, list, download.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the problem and the fix), 1 internal error.
 """
@@ -28,6 +28,7 @@ RUN_FLAGS = {
     "device": "device",
     "max_tasks": "data.max_tasks",
     "train_fraction": "data.train_fraction",
+    "logger": "logger",
 }
 
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto, cpu or cuda")
     run.add_argument("--max-tasks", help="use only the first N tasks")
     run.add_argument("--train-fraction", help="use a stratified fraction of each task's training data")
+    run.add_argument("--logger", help="none or tensorboard (event files in RUN_DIR/tensorboard; pip install tensorboard)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set train.lr=0.01 --set model.hidden=[100,100]")
     run.add_argument("--force", action="store_true", help="start over even if this config already has a run")
@@ -81,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="also run single-task references: forgetting against each task's a_t")
     compare.add_argument("--order-sweep", metavar="CLASSES",
                          help="move the task with these classes (e.g. 1,2) through every position of the order")
+
+    report = sub.add_parser(
+        "report", help="write an HTML report with figures from run directories",
+        description="Group finished runs by variant (runs differing only in the seed) and write one self-contained "
+                    "HTML file with the summary table and figures, plus the figures as PNG and SVG beside it.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directories, compare folders, or folders holding run directories (e.g. runs)")
+    report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
 
     listing = sub.add_parser("list", help="list methods, benchmarks, models and datasets",
                              description="List what can be named in a config, with one-line descriptions.")
@@ -183,6 +193,28 @@ def _experiment(args: argparse.Namespace):
     return experiment_from_dict(exp)
 
 
+def _print_summary(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    from lifelong import compare
+
+    table = Table(title=title)
+    columns = [c for c in compare.COLUMNS if any(row[c] is not None for row in rows)]
+    for column in columns:
+        table.add_column(compare.HEADERS[column], justify="left" if column == "variant" else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*[compare.fmt(row[c], digits=1 if c == "train_seconds" else 3) for c in columns])
+    console.print(table)
+
+
+def _report(console: Console, args: argparse.Namespace) -> None:
+    from lifelong.report import write_report
+
+    folder, rows, found = write_report(args.run_dirs, args.out)
+    for path in found.skipped:
+        console.print(f"left out {path}: unfinished (no results.json)")
+    _print_summary(console, f"{found.runs[0].results['benchmark']}: mean ± std over seeds", rows)
+    console.print(f"Report written to {args.out}; figures (PNG, SVG) and summary.md/csv in {folder}")
+
+
 def _compare(console: Console, args: argparse.Namespace) -> None:
     import hashlib
     import json
@@ -203,19 +235,14 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
     digest = hashlib.sha256(json.dumps(exp.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
     out_dir = Path(base.out) / f"compare-{base.data.benchmark}-{digest}"
     compare.write_tables(out_dir, rows, sweep)
-    table = Table(title=f"{base.data.benchmark}: mean ± std over seeds {exp.seeds}")
-    columns = [c for c in compare.COLUMNS if any(row[c] is not None for row in rows)]
-    for column in columns:
-        table.add_column(compare.HEADERS[column], justify="left" if column == "variant" else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*[compare.fmt(row[c], digits=1 if c == "train_seconds" else 3) for c in columns])
-    console.print(table)
+    compare.write_manifest(out_dir, entries, exp.order_sweep.task if exp.order_sweep else None)
+    _print_summary(console, f"{base.data.benchmark}: mean ± std over seeds {exp.seeds}", rows)
     if sweep:
         for row in sweep:
             positions = "  ".join(f"{p}: {v:.3f}" for p, v in row["final_acc_by_position"].items())
             console.print(f"{row['variant']}: final accuracy of task {exp.order_sweep.task} by position "
                           f"[{positions}]  spread {row['spread']:.3f}")
-    console.print(f"Tables written to {out_dir}/summary.md and summary.csv")
+    console.print(f"Tables written to {out_dir}/summary.md and summary.csv; figures: lifelong report {out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_results(console, run_dir, results)
         elif args.command == "compare":
             _compare(console, args)
+        elif args.command == "report":
+            _report(console, args)
         elif args.command == "list":
             _list(console, args.what)
         elif args.command == "download":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,12 +127,16 @@ def run_experiment(exp: Experiment, progress: Callable[[int, int, str], None] | 
 
 
 def _reference_for(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[float] | None:
+    """a_t of the single-task run with the same seed and task sequence, if the entries hold one."""
     for other in entries:
-        if other["variant"] == "single-task" and other["seed"] == entry["seed"] and other["order"] == entry["order"]:
+        mine, theirs = entry["results"], other["results"]
+        if theirs["method"] == "single-task" and other["seed"] == entry["seed"] and theirs["tasks"] == mine["tasks"]:
             R = other["results"]["acc_matrix"]
             return [R[j][j] for j in range(len(R))]
     return None
 
+
+MANIFEST_FILE = "runs.json"
 
 COLUMNS = ["variant", "runs", "acc", "bwt", "fwt", "avg_forgetting", "max_forgetting", "avg_forgetting_ref",
            "max_forgetting_ref", "train_seconds"]
@@ -204,6 +209,14 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
             cells += list(row[c]) if row[c] is not None else ["", ""]
         writer.writerow(cells)
     return buffer.getvalue()
+
+
+def write_manifest(out_dir: Path, entries: list[dict[str, Any]], moved: list[int] | None) -> None:
+    """runs.json: the comparison's run directories (relative to ``out_dir``) by variant and seed, and the task an
+    order sweep moves, so that ``lifelong report <compare folder>`` finds and names them."""
+    runs = [{"variant": e["variant"], "seed": e["seed"], "run_dir": os.path.relpath(e["run_dir"], out_dir)}
+            for e in entries]
+    store.write_json(out_dir / MANIFEST_FILE, {"order_sweep_task": moved, "runs": runs})
 
 
 def write_tables(out_dir: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]] | None) -> None:

@@ -73,6 +73,7 @@ class Config(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out: str = "runs"
     checkpoint: Literal["epoch", "task"] = Field("epoch", description="how often a resumable checkpoint is written")
+    logger: Literal["none", "tensorboard"] = Field("none", description="also log metrics to TensorBoard")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -113,9 +114,10 @@ class Config(Strict):
         return d
 
     def fingerprint(self) -> str:
-        """A hash of everything that affects results (not the output folder)."""
+        """A hash of everything that affects results (not the output folder or the logger)."""
         d = self.to_dict()
         d.pop("out")
+        d.pop("logger")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

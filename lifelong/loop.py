@@ -23,6 +23,7 @@ from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark
 from lifelong.errors import UserError
+from lifelong.loggers import open_sink
 from lifelong.methods import METHODS, WITH_SLNI
 from lifelong.methods.base import Method
 from lifelong.models import build_backbone
@@ -149,11 +150,13 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     def log(record: dict[str, Any]) -> None:
         store.append_metrics(run_dir, record)
         state.metrics_lines += 1
+        sink(record)
 
     def evaluate_all() -> list[float]:
         return [evaluate(method, v, cfg.train.eval_batch_size) for v in test_views]
 
     state = checkpointer.restore(method)
+    sink = open_sink(cfg.logger, run_dir, replay=state is not None)
     if state is None:
         store.truncate_metrics(run_dir, 0)
         state = LoopState()
@@ -206,6 +209,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             if on_checkpoint:
                 on_checkpoint(state)
 
+    sink.close()
     state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
     results = make_results(cfg, benchmark, state, method)
     store.save_weights(run_dir, method.model)

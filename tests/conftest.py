@@ -17,26 +17,28 @@ def make_view(task_id, n=10, seed=0):
     return TaskView(task, arrays, torch.device("cpu"))
 
 
+def tiny_config(runs_dir, /, **sections):
+    """A config dict for a run that takes about a second: 3 quickstart tasks, a small MLP, a data fraction;
+    its runs go to ``runs_dir`` unless a section sets ``out``."""
+    cfg = {
+        "out": str(runs_dir),
+        "device": "cpu",
+        "data": {"benchmark": "quickstart", "max_tasks": 3, "train_fraction": 0.3, "validation": 0.1},
+        "model": {"name": "mlp", "hidden": [32], "dropout": 0.1},
+        "train": {"epochs": 2, "batch_size": 32},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
 @pytest.fixture
 def tiny(tmp_path):
-    """A config dict for a run that takes about a second: 3 quickstart tasks, a small MLP, a data fraction."""
-
-    def make(**sections):
-        cfg = {
-            "out": str(tmp_path / "runs"),
-            "device": "cpu",
-            "data": {"benchmark": "quickstart", "max_tasks": 3, "train_fraction": 0.3, "validation": 0.1},
-            "model": {"name": "mlp", "hidden": [32], "dropout": 0.1},
-            "train": {"epochs": 2, "batch_size": 32},
-        }
-        for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        return cfg
-
-    return make
+    """tiny_config with run directories under the test's tmp_path/runs."""
+    return lambda **sections: tiny_config(tmp_path / "runs", **sections)
 
 
 class Crash(Exception):
