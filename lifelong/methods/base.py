@@ -60,6 +60,10 @@ class Method:
         self.model.start_task(task.id)
         self.optimizer = self.make_optimizer()
 
+    def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
+        """Called before each training epoch (``epoch`` = epochs of ``task`` already done), e.g. for periodic
+        meta-learning phases; ``train`` is the task's training data."""
+
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         """The objective without the quadratic penalty: cross-entropy, plus what a method adds (distillation...)."""
         return F.cross_entropy(self.model(x, task_ids), y)
@@ -89,6 +93,10 @@ class Method:
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """Logits for a batch of task ``task_id`` (the id is ignored by shared heads)."""
         return self.model(x, task_id)
+
+    def task_log(self) -> dict[str, Any]:
+        """Method-specific figures added to the ``task`` record of metrics.jsonl after each task."""
+        return {}
 
     def report(self) -> dict[str, Any]:
         """Method-specific figures for results.json (e.g. chosen coefficients)."""
