@@ -103,9 +103,13 @@ class Method:
         return {}
 
     # --- state ---
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the current task's optimizer updates: every parameter that requires a gradient."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.train_config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.trained_parameters()
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -130,12 +130,9 @@ class GSMask(Method):
         for p in self.task_parameters(task_id):
             p.requires_grad_(False)
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.train_config
-        params = [*self.net.convs.parameters(), *self.task_parameters(self.current)]  # owned rows: restored
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The shared convs (their owned filters are restored after each step) and the current task's modules."""
+        return [*self.net.convs.parameters(), *self.task_parameters(self.current)]
 
     def before_task(self, task: Task) -> None:
         self.current = task.id
@@ -176,7 +173,7 @@ class GSMask(Method):
             direction = meta.meta_gradient(loss_fn, params, masks, episodes, p.meta_algo, p.inner_steps, p.inner_lr)
             with torch.no_grad():
                 for n, value in params.items():
-                    value.sub_(p.outer_lr * meta._masked(direction[n], masks[n]))
+                    value.sub_(p.outer_lr * meta.masked_update(direction[n], masks[n]))
             self.restore_owned()
 
     def meta_parameters(self, task_id: int) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor | None]]:

@@ -68,11 +68,12 @@ def adapt(loss_fn: LossFn, params: Params, masks: dict[str, torch.Tensor | None]
     names = list(params)
     for _ in range(steps):
         grads = torch.autograd.grad(loss_fn(params, x, y), [params[n] for n in names], create_graph=create_graph)
-        params = {n: params[n] - lr * _masked(g, masks.get(n)) for n, g in zip(names, grads)}
+        params = {n: params[n] - lr * masked_update(g, masks.get(n)) for n, g in zip(names, grads)}
     return params
 
 
-def _masked(update: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def masked_update(update: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``update`` with exact zeros where ``mask`` is False (frozen entries); all of it when there is no mask."""
     return update if mask is None else torch.where(mask, update, 0.0)
 
 
