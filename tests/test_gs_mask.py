@@ -103,17 +103,19 @@ def test_filters_below_tau_stay_free_and_later_tasks_claim_them():
     train(method, views[0])
     shrink(method, [5, 6, 7])
     method.after_task(views[0].task, views[0])
-    assert all(o.tolist() == [0] * 5 + [-1] * 3 for o in method.owner)
+    assert all(o.tolist() == [0] * 5 + [-1] * 3 for o in method.ownership.owner)
     train(method, views[1])
     shrink(method, [7])  # task 1 moved filter 7 but left it below τ: still free
+    # while task 1 trains, its validation uses the filters it would own now
+    assert [m.tolist() for m in method.ownership.masks(1, training=True)] == [[True] * 7 + [False]] * 4
     method.after_task(views[1].task, views[1])
-    assert all(o.tolist() == [0] * 5 + [1, 1, -1] for o in method.owner)
+    assert all(o.tolist() == [0] * 5 + [1, 1, -1] for o in method.ownership.owner)
     record = method.task_log()["gs_mask"]
     assert record["filters_owned"] == [[5, 2]] * 4 and record["filters_free"] == [1] * 4
     assert record["sparsity"] == [pytest.approx(1 / 3)] * 4  # 1 of the 3 filters task 1 could train is unused
     assert "low_capacity" not in record
-    assert [m.tolist() for m in method.masks(0)] == [[True] * 5 + [False] * 3] * 4
-    assert [m.tolist() for m in method.masks(1)] == [[True] * 7 + [False]] * 4
+    assert [m.tolist() for m in method.ownership.masks(0)] == [[True] * 5 + [False] * 3] * 4
+    assert [m.tolist() for m in method.ownership.masks(1)] == [[True] * 7 + [False]] * 4
 
 
 # --- old tasks never change ---
@@ -130,7 +132,7 @@ def test_old_tasks_are_bit_identical_under_weight_decay_momentum_and_meta_steps(
             shrink(method, [7] if t else [4, 5, 6, 7])  # leave free filters for the next task; one stays below τ
         method.after_task(view.task, view)
         for layer, conv in enumerate(method.net.convs):
-            owned_before = (method.owner[layer] >= 0) & (method.owner[layer] < t)
+            owned_before = (method.ownership.owner[layer] >= 0) & (method.ownership.owner[layer] < t)
             assert torch.equal(conv.weight[owned_before], weights[layer][owned_before])
             if t > 0:  # the free filters really trained (and the meta steps ran)
                 assert not torch.equal(conv.weight[~owned_before], weights[layer][~owned_before])
@@ -138,7 +140,7 @@ def test_old_tasks_are_bit_identical_under_weight_decay_momentum_and_meta_steps(
         for j, old in before.items():
             assert torch.equal(now[j], old), f"task {j}'s outputs changed while task {t} trained"
         before = dict(enumerate(now))
-    assert all(o.tolist() == [0] * 4 + [1, 1, 1] + [2] for o in method.owner)
+    assert all(o.tolist() == [0] * 4 + [1, 1, 1] + [2] for o in method.ownership.owner)
 
 
 @pytest.mark.parametrize("algo", ["maml", "fomaml", "reptile"])

@@ -4,10 +4,10 @@ The network is ``gs-conv`` (4 × Conv3×3 → per-task BN → ReLU → per-task 
 task). Training task t minimises CE + R, R the group-sparse regularizer below, which drives unused conv filters to
 zero. After task t every filter with ‖W_f‖₂ > τ that no earlier task owns becomes owned by t. Owned filters
 (weights and bias) never change again: after every optimizer step and meta step they are copied back from a
-snapshot (``torch.where``), so weight decay, momentum and Adam cannot move them by a single bit. Task j is
-evaluated with only the filters owned by tasks ≤ j switched on (later tasks' and still-free filters off, see
-``FilterMaskedConvNet``) and with its own BN, calibration and head, which later tasks never train: old tasks'
-outputs are bit-identical after any later training, so BWT = 0 in task-incremental evaluation.
+snapshot (``torch.where``, ``filter_ownership.py``), so weight decay, momentum and Adam cannot move them by a
+single bit. Task j is evaluated with only the filters owned by tasks ≤ j switched on (later tasks' and still-free
+filters off, see ``FilterMaskedConvNet``) and with its own BN, calibration and head, which later tasks never
+train: old tasks' outputs are bit-identical after any later training, so BWT = 0 in task-incremental evaluation.
 
 Every ``meta_every`` epochs (at the start of epochs meta_every, 2·meta_every, ... as the authors' code) the method
 runs ``num_iterations`` outer steps of episodic meta-learning on mini-tasks of the current task (``meta.py``),
@@ -30,6 +30,7 @@ from lifelong.data.scenarios import Task
 from lifelong.errors import UserError
 from lifelong.methods import base, meta
 from lifelong.methods.base import Method
+from lifelong.methods.filter_ownership import FilterOwnership
 from lifelong.models.gs_conv import FilterMaskedConvNet
 
 
@@ -84,42 +85,12 @@ class GSMask(Method):
         if len(self.params.betas) != self.net.blocks:
             raise UserError(f"gs-mask.betas has {len(self.params.betas)} values but model gs-conv has "
                             f"{self.net.blocks} conv layers; give one β per layer")
-        self.owner = [torch.full((self.net.filters,), -1, dtype=torch.int64) for _ in self.net.convs]  # -1 = free
+        self.ownership = FilterOwnership(self.net.convs, self.params.tau)
         self.current: int | None = None  # the task being trained
         self.done = 0  # tasks finished
-        self.anchor: list[tuple[torch.Tensor, torch.Tensor]] = []  # conv weights/biases the owned filters keep
         self.log: dict[str, Any] = {}
         with torch.no_grad():
             self.meta_head = nn.Linear(self.net.out_features, self.params.ways).to(self.net.convs[0].weight.device)
-
-    # --- ownership and freezing ---
-    def owned(self, layer: int) -> torch.Tensor:
-        return self.owner[layer].to(self.net.convs[layer].weight.device) >= 0
-
-    def filter_norms(self) -> list[torch.Tensor]:
-        return [conv.weight.detach().flatten(1).norm(dim=1) for conv in self.net.convs]
-
-    def snapshot(self) -> None:
-        self.anchor = [(conv.weight.detach().clone(), conv.bias.detach().clone()) for conv in self.net.convs]
-
-    @torch.no_grad()
-    def restore_owned(self) -> None:
-        """Copy the owned filters back from the snapshot: whatever an optimizer did to them is undone exactly."""
-        for layer, (conv, (weight, bias)) in enumerate(zip(self.net.convs, self.anchor)):
-            owned = self.owned(layer)
-            conv.weight.copy_(torch.where(owned.view(-1, 1, 1, 1), weight, conv.weight))
-            conv.bias.copy_(torch.where(owned, bias, conv.bias))
-
-    def masks(self, task_id: int) -> list[torch.Tensor]:
-        """Filters on when evaluating ``task_id``: owned by tasks ≤ task_id, and, while it trains, those above τ."""
-        masks = []
-        for layer, norms in enumerate(self.filter_norms()):
-            owner = self.owner[layer].to(norms.device)
-            on = (owner >= 0) & (owner <= task_id)
-            if task_id == self.current:
-                on |= (owner < 0) & (norms > self.params.tau)
-            masks.append(on)
-        return masks
 
     # --- hooks ---
     def task_parameters(self, task_id: int) -> list[nn.Parameter]:
@@ -136,7 +107,7 @@ class GSMask(Method):
 
     def before_task(self, task: Task) -> None:
         self.current = task.id
-        self.snapshot()
+        self.ownership.snapshot()
         super().before_task(task)
 
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
@@ -147,11 +118,12 @@ class GSMask(Method):
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         loss = super().train_step(x, y, task_ids)
-        self.restore_owned()
+        self.ownership.restore()
         return loss
 
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        return self.model.logits(self.net(x, task_id, self.masks(task_id)), task_id)
+        masks = self.ownership.masks(task_id, training=task_id == self.current)
+        return self.model.logits(self.net(x, task_id, masks), task_id)
 
     def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
         p = self.params
@@ -174,7 +146,7 @@ class GSMask(Method):
             with torch.no_grad():
                 for n, value in params.items():
                     value.sub_(p.outer_lr * meta.masked_update(direction[n], masks[n]))
-            self.restore_owned()
+            self.ownership.restore()
 
     def meta_parameters(self, task_id: int) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor | None]]:
         """The parameters the meta phase learns (by functional name) and their masks (True = may change)."""
@@ -183,53 +155,34 @@ class GSMask(Method):
         params |= {f"meta_head.{n}": v for n, v in self.meta_head.named_parameters()}
         masks: dict[str, torch.Tensor | None] = {n: None for n in params}
         for layer in range(self.net.blocks):
-            free = ~self.owned(layer)
+            free = ~self.ownership.owned(layer)
             masks[f"convs.{layer}.weight"], masks[f"convs.{layer}.bias"] = free.view(-1, 1, 1, 1), free
         return params, masks
 
     def after_task(self, task: Task, train: TaskView) -> None:
-        trainable = [(self.owner[layer] < 0).sum().item() for layer in range(self.net.blocks)]
-        for layer, norms in enumerate(self.filter_norms()):
-            claimed = (self.owner[layer] < 0) & (norms.cpu() > self.params.tau)
-            self.owner[layer][claimed] = task.id
+        free_before = self.ownership.claim(task.id)
         self.freeze_task(task.id)
         self.current, self.done, self.optimizer = None, task.id + 1, None  # a later task makes its own optimizer
-        self.snapshot()
-        self.log = self.ownership_record(task.id, trainable)
-
-    def ownership_record(self, task_id: int, trainable: list[int]) -> dict[str, Any]:
-        """Per layer: filters owned by each task so far, free filters, and the share of the filters task
-        ``task_id`` could train that it left unused (its group sparsity)."""
-        filters = self.net.filters
-        owned = [[int((o == t).sum()) for t in range(task_id + 1)] for o in self.owner]
-        free = [int((o < 0).sum()) for o in self.owner]
-        sparsity = [1.0 - owned[k][task_id] / n if n else 1.0 for k, n in enumerate(trainable)]
-        record: dict[str, Any] = {"filters_owned": owned, "filters_free": free,
-                                  "free_share": [f / filters for f in free], "sparsity": sparsity}
-        low = [k for k, f in enumerate(free) if f / filters < self.params.min_free_share]
-        if low:
-            record["low_capacity"] = (f"layers {low} have less than {self.params.min_free_share:.0%} of their "
-                                      f"filters free after task {task_id}; later tasks can only reuse frozen filters")
-            warnings.warn(f"gs-mask: {record['low_capacity']}", stacklevel=2)
-        return record
+        self.log = self.ownership.record(task.id, free_before, self.params.min_free_share)
+        if "low_capacity" in self.log:
+            warnings.warn(f"gs-mask: {self.log['low_capacity']}", stacklevel=2)
 
     def task_log(self) -> dict[str, Any]:
         return {"gs_mask": self.log}
 
     def report(self) -> dict[str, Any]:
-        owned = [[int((o == t).sum()) for t in range(self.done)] for o in self.owner]
+        owned = self.ownership.counts(self.done)
         total = self.net.filters * self.net.blocks
         return {"filters": self.net.filters, "filters_owned": owned,
                 "share_used_per_task": [sum(layer[t] for layer in owned) / total for t in range(self.done)]}
 
     # --- state ---
     def extra_state(self) -> dict[str, Any]:
-        return {"owner": [o.clone() for o in self.owner], "current": -1 if self.current is None else self.current,
-                "done": self.done,
-                "meta_head": self.meta_head.state_dict(), "log": self.log}
+        return {"owner": self.ownership.state_dict(), "current": -1 if self.current is None else self.current,
+                "done": self.done, "meta_head": self.meta_head.state_dict(), "log": self.log}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.owner = [o.clone().to(torch.int64) for o in state["owner"]]
+        self.ownership.load_state_dict(state["owner"])
         self.current = None if int(state["current"]) < 0 else int(state["current"])
         self.done = int(state["done"])
         self.meta_head.load_state_dict(state["meta_head"])
@@ -239,4 +192,4 @@ class GSMask(Method):
         super().load_state_dict(state)
         for task_id in range(self.done):
             self.freeze_task(task_id)
-        self.snapshot()
+        self.ownership.snapshot()
