@@ -92,7 +92,8 @@ def main() -> int:
     parser.add_argument("--meta-batch", type=int, default=4, help="mini-tasks per outer step (paper: 16)")
     parser.add_argument("--meta-every", type=int, default=1, help="a meta phase every N epochs (paper: 5)")
     parser.add_argument("--paper", action="store_true", help="the paper's protocol (overrides the flags above)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1: the small convs "
+                        "gain little from a second thread and lose much when another process keeps it busy)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "runs" / "gs-mask-results"))
     parser.add_argument("--no-write", action="store_true", help="print the table only")
