@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--logger", help="none or tensorboard (event files in RUN_DIR/tensorboard; pip install tensorboard)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set train.lr=0.01 --set model.hidden=[100,100]")
+    origin = run.add_argument_group("document 000's command (docs/methods.md, gs-mask)")
+    origin.add_argument("--dataset", help="pmnist, cifar100 or multi: the paper's gs-mask protocol on that data")
+    origin.add_argument("--meta-learn", help="True or False: gs-mask's meta-iteration (False = the ablation)")
+    origin.add_argument("--task-reg", help="gs_mask: method gs-mask")
+    origin.add_argument("--num-iterations", help="outer steps of each gs-mask meta-iteration phase")
     run.add_argument("--force", action="store_true", help="start over even if this config already has a run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -106,8 +111,13 @@ def _parser() -> argparse.ArgumentParser:
 def _run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """The config file's dict plus ``key=value`` assignments from flags, then from --set (later wins)."""
     from lifelong.config import merge, read_yaml
+    from lifelong.presets import gs_mask_preset, origin_assignments
 
-    raw = read_yaml(args.config) if args.config else {}
+    if args.dataset is not None and args.config:
+        raise UserError("--dataset loads document 000's preset config; use either --dataset or --config")
+    raw = gs_mask_preset(args.dataset) if args.dataset is not None else read_yaml(args.config) if args.config else {}
+    for key, value in origin_assignments(args.meta_learn, args.task_reg, args.num_iterations).items():
+        merge(raw, key.split("."), value)
     for flag, key in RUN_FLAGS.items():  # flag values stay strings (paths are not YAML); pydantic converts numbers
         if getattr(args, flag) is not None:
             merge(raw, key.split("."), getattr(args, flag))

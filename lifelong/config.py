@@ -36,6 +36,7 @@ class DataConfig(Strict):
     class_order: list[list[int]] | None = Field(None, description="classes of each task, e.g. [[1,2],[3,4]]")
     max_tasks: int | None = Field(None, gt=0, description="keep only the first N tasks")
     train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's train data")
+    test_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's test data")
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on training batches")
 

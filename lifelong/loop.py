@@ -178,6 +178,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             while state.epoch < epochs:
                 start = time.perf_counter()
                 method.model.train()
+                method.before_epoch(task, train_views[task.id], state.epoch)
                 steps = min(steps_per_epoch, total_steps - state.epoch * steps_per_epoch)
                 loss_sum = torch.zeros((), device=device)
                 for step, (x, y, task_ids) in enumerate(stream.epoch()):
@@ -203,7 +204,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             state.train_seconds += time.perf_counter() - start
             row = evaluate_all()
             state.acc_rows.append(row)
-            log({"event": "task", "task": task.id, "acc": row})
+            log({"event": "task", "task": task.id, "acc": row, **method.task_log()})
             state.task, state.epoch = state.task + 1, 0
             checkpointer.save(state, method)
             if on_checkpoint:

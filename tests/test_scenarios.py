@@ -59,6 +59,10 @@ def test_finalize_validation_fraction_offsets_and_cut():
     assert torch.bincount(t1.val.labels).tolist() == [5, 5]  # stratified: 25% of each class
     assert torch.bincount(t1.train.labels).tolist() == [8, 8]  # half of the remaining 15, rounded
     assert len(scenarios.finalize(tasks, "task", seed=0, max_tasks=1)) == 1
+    cut = scenarios.finalize(tasks, "class", seed=0, validation=0.25, train_fraction=0.5, test_fraction=0.5)
+    assert torch.bincount(cut[1].test.labels).tolist() == [n // 2 for n in torch.bincount(t1.test.labels).tolist()]
+    assert torch.equal(cut[1].train.images, t1.train.images)  # the train and validation picks do not move
+    assert cut[1].test.labels.numel() < t1.test.labels.numel()
     assert scenarios.finalize(tasks, "task", seed=0)[1].label_offset == 0
 
 

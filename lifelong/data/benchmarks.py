@@ -129,7 +129,7 @@ def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
                         "tasks); set only one of them")
     scenario = cfg.scenario or spec.scenario
     tasks = scenarios.finalize(spec.build(cfg, seed), scenario, seed, cfg.validation, cfg.train_fraction,
-                               cfg.max_tasks)
+                               cfg.max_tasks, cfg.test_fraction)
     return Benchmark(cfg.benchmark, scenario, tasks)
 
 

@@ -189,13 +189,16 @@ def finalize(
     validation: float = 0.0,
     train_fraction: float = 1.0,
     max_tasks: int | None = None,
+    test_fraction: float = 1.0,
 ) -> list[Task]:
-    """Cut the sequence, hold out a stratified validation split, subsample training data, set label offsets."""
+    """Cut the sequence, hold out a stratified validation split, subsample training (and test) data, set label
+    offsets."""
     if max_tasks is not None:
         tasks = tasks[:max_tasks]
     if scenario == "domain" and len({t.num_classes for t in tasks}) > 1:
         raise UserError("domain-incremental needs every task to have the same number of classes; use --scenario task")
     g = torch.Generator().manual_seed(seed + 7919)
+    g_test = torch.Generator().manual_seed(seed + 7927)  # its own generator: train and validation picks unchanged
     out, offset = [], 0
     for i, task in enumerate(tasks):
         train, val = task.train, None
@@ -205,6 +208,9 @@ def finalize(
             train = train.subset((~held).nonzero().squeeze(1))
         if train_fraction < 1.0:
             train = train.subset(_stratified_pick(train.labels, train_fraction, g).nonzero().squeeze(1))
-        out.append(replace(task, id=i, train=train, val=val, label_offset=offset if scenario == "class" else 0))
+        test = task.test
+        if test_fraction < 1.0:
+            test = test.subset(_stratified_pick(test.labels, test_fraction, g_test).nonzero().squeeze(1))
+        out.append(replace(task, id=i, train=train, val=val, test=test, label_offset=offset if scenario == "class" else 0))
         offset += task.num_classes
     return out

@@ -5,6 +5,7 @@ from pydantic import BaseModel
 from lifelong.methods.base import Method
 from lifelong.methods.ebll import EBLL
 from lifelong.methods.ewc import EWC
+from lifelong.methods.gs_mask import GSMask
 from lifelong.methods.imm import MeanIMM, ModeIMM
 from lifelong.methods.joint import Joint
 from lifelong.methods.lwf import LwF
@@ -19,7 +20,7 @@ from lifelong.methods.slni import EWCSLNI, MASSLNI
 METHODS: dict[str, type[Method]] = {
     m.name: m
     for m in (Naive, Joint, SingleTask, EWC, OnlineEWC, SI, MAS, MASAlpha, MASSLNI, EWCSLNI, LwF, EBLL, MeanIMM,
-              ModeIMM)
+              ModeIMM, GSMask)
 }
 
 # Config sections (top-level YAML keys) that hold hyperparameters, by section name.

@@ -60,6 +60,10 @@ class Method:
         self.model.start_task(task.id)
         self.optimizer = self.make_optimizer()
 
+    def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
+        """Called before each training epoch (``epoch`` = epochs of ``task`` already done), e.g. for periodic
+        meta-learning phases; ``train`` is the task's training data."""
+
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         """The objective without the quadratic penalty: cross-entropy, plus what a method adds (distillation...)."""
         return F.cross_entropy(self.model(x, task_ids), y)
@@ -90,16 +94,24 @@ class Method:
         """Logits for a batch of task ``task_id`` (the id is ignored by shared heads)."""
         return self.model(x, task_id)
 
+    def task_log(self) -> dict[str, Any]:
+        """Method-specific figures added to the ``task`` record of metrics.jsonl after each task."""
+        return {}
+
     def report(self) -> dict[str, Any]:
         """Method-specific figures for results.json (e.g. chosen coefficients)."""
         return {}
 
     # --- state ---
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the current task's optimizer updates: every parameter that requires a gradient."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The configured optimizer over the trainable parameters; the fused kernels (one pass per parameter
         tensor) make Adam's step about 2.5× faster on the CPU than the default multi-tensor version."""
         cfg = self.train_config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.trained_parameters()
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)

@@ -10,6 +10,7 @@ from torch import nn
 
 from lifelong.errors import UserError
 from lifelong.models.conv import AlexNetLike
+from lifelong.models.gs_conv import FilterMaskedConvNet
 from lifelong.models.mlp import MLP
 from lifelong.models.resnet import ReducedResNet18
 
@@ -17,6 +18,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "mlp": (MLP, "fully connected ReLU network on flattened pixels (default 2×400)"),
     "alexnet": (AlexNetLike, "small AlexNet-like conv net of HAT, ACL and MARK (3 conv + 2×2048 FC)"),
     "resnet18-reduced": (ReducedResNet18, "reduced ResNet-18 of GEM (nf=20 base filters, global average pooling)"),
+    "gs-conv": (FilterMaskedConvNet, "4 × (Conv3×3 32 → per-task BN → ReLU → per-task calibration → MaxPool2); "
+                                     "the network of method gs-mask"),
 }
 
 
@@ -37,4 +40,4 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], **options: Any) ->
         raise UserError(f"invalid options for model {name}: {error}") from error
 
 
-__all__ = ["MODELS", "AlexNetLike", "MLP", "ReducedResNet18", "build_backbone"]
+__all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "MLP", "ReducedResNet18", "build_backbone"]

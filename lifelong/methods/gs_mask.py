@@ -1,0 +1,195 @@
+"""Group-sparse filter masks with calibration and meta-iteration (origin document 000, METHODS.md).
+
+The network is ``gs-conv`` (4 × Conv3×3 → per-task BN → ReLU → per-task calibration → MaxPool2, a head per
+task). Training task t minimises CE + R, R the group-sparse regularizer below, which drives unused conv filters to
+zero. After task t every filter with ‖W_f‖₂ > τ that no earlier task owns becomes owned by t. Owned filters
+(weights and bias) never change again: after every optimizer step and meta step they are copied back from a
+snapshot (``torch.where``, ``filter_ownership.py``), so weight decay, momentum and Adam cannot move them by a
+single bit. Task j is evaluated with only the filters owned by tasks ≤ j switched on (later tasks' and still-free
+filters off, see ``FilterMaskedConvNet``) and with its own BN, calibration and head, which later tasks never
+train: old tasks' outputs are bit-identical after any later training, so BWT = 0 in task-incremental evaluation.
+
+Every ``meta_every`` epochs (at the start of epochs meta_every, 2·meta_every, ... as the authors' code) the method
+runs ``num_iterations`` outer steps of episodic meta-learning on mini-tasks of the current task (``meta.py``),
+through a separate ``ways``-wide meta head; frozen filters are held in the inner and the outer steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+from torch.func import functional_call
+
+from lifelong.data.batches import TaskView
+from lifelong.data.scenarios import Task
+from lifelong.errors import UserError
+from lifelong.methods import base, meta
+from lifelong.methods.base import Method
+from lifelong.methods.filter_ownership import FilterOwnership
+from lifelong.models.gs_conv import FilterMaskedConvNet
+
+
+class Params(base.Params):
+    c: float = Field(0.05, ge=0.0, description="c: overall weight of the group-sparse regularizer R")
+    betas: list[float] = Field([0.1, 0.275, 0.45, 0.625], description="β_l of each conv layer (one per block): "
+                               "weight of the filter-wise L2,1 term; the layer's Frobenius term has max(0.5, 1−β_l)/2")
+    tau: float = Field(5e-4, gt=0.0, description="τ: filters with ‖W_f‖₂ > τ count as used (penalised, then owned)")
+    meta_learn: bool = Field(True, description="run the meta-iteration phases (false = the paper's ablation)")
+    meta_algo: Literal["maml", "fomaml", "reptile"] = Field(
+        "maml", description="outer-loop rule: second-order MAML (authors), first-order MAML or Reptile")
+    num_iterations: int = Field(50, gt=0, description="outer steps per meta-iteration phase")
+    meta_every: int = Field(5, gt=0, description="a meta phase starts every meta_every epochs (never before epoch 1)")
+    inner_steps: int = Field(5, gt=0, description="SGD steps of the inner loop on a mini-task's adaptation half")
+    inner_lr: float = Field(0.05, gt=0.0, description="learning rate of the inner SGD steps")
+    outer_lr: float = Field(3e-4, gt=0.0, description="learning rate β of the outer SGD step θ ← θ − β·g")
+    meta_batch: int = Field(16, gt=0, description="mini-tasks averaged per outer step")
+    ways: int = Field(5, ge=2, description="classes per mini-task (at most the task's number of classes)")
+    shots: int = Field(10, ge=2, description="samples per class per mini-task: half to adapt, half to evaluate")
+    min_free_share: float = Field(0.1, ge=0.0, le=1.0, description="warn (and record `low_capacity`) when a layer "
+                                  "has less than this share of its filters free after a task")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: list[float]) -> list[float]:
+        if not betas or any(not 0.0 <= b <= 1.0 for b in betas):
+            raise ValueError("needs one β in [0, 1] per conv layer")
+        return betas
+
+
+def group_sparse_penalty(weights: list[torch.Tensor], betas: list[float], c: float, tau: float) -> torch.Tensor:
+    """R = c Σ_l [max(0.5, 1−β_l)/2 · ‖W_l‖_F + β_l Σ_{f: ‖W_l,f‖₂ > τ} ‖W_l,f‖₂] over the conv weights W_l."""
+    total = weights[0].new_zeros(())
+    for w, beta in zip(weights, betas):
+        norms = w.flatten(1).norm(dim=1)
+        total = total + max(0.5, 1.0 - beta) / 2 * w.norm() + beta * norms[norms > tau].sum()
+    return c * total
+
+
+class GSMask(Method):
+    name = "gs-mask"
+    description = ("group-sparse filter masks, per-task BN and calibration, meta-iteration (document 000; needs "
+                   "model gs-conv)")
+    Params = Params
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.model.backbone, FilterMaskedConvNet) or self.model.scenario != "task":
+            raise UserError("method gs-mask needs model.name: gs-conv and the task-incremental scenario "
+                            "(--set model.name=gs-conv --scenario task, or --config configs/gs_mask_pmnist.yml)")
+        self.net: FilterMaskedConvNet = self.model.backbone
+        if len(self.params.betas) != self.net.blocks:
+            raise UserError(f"gs-mask.betas has {len(self.params.betas)} values but model gs-conv has "
+                            f"{self.net.blocks} conv layers; give one β per layer")
+        self.ownership = FilterOwnership(self.net.convs, self.params.tau)
+        self.current: int | None = None  # the task being trained
+        self.done = 0  # tasks finished
+        self.log: dict[str, Any] = {}
+        with torch.no_grad():
+            self.meta_head = nn.Linear(self.net.out_features, self.params.ways).to(self.net.convs[0].weight.device)
+
+    # --- hooks ---
+    def task_parameters(self, task_id: int) -> list[nn.Parameter]:
+        """Task ``task_id``'s own BN, calibrations and head."""
+        return [*self.net.task_modules(task_id).parameters(), *self.model.head(task_id).parameters()]
+
+    def freeze_task(self, task_id: int) -> None:
+        for p in self.task_parameters(task_id):
+            p.requires_grad_(False)
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The shared convs (their owned filters are restored after each step) and the current task's modules."""
+        return [*self.net.convs.parameters(), *self.task_parameters(self.current)]
+
+    def before_task(self, task: Task) -> None:
+        self.current = task.id
+        self.ownership.snapshot()
+        super().before_task(task)
+
+    def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
+        logits = self.model.logits(self.net(x, int(task_ids)), int(task_ids))
+        p = self.params
+        return F.cross_entropy(logits, y) + group_sparse_penalty([c.weight for c in self.net.convs], p.betas, p.c,
+                                                                 p.tau)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
+        loss = super().train_step(x, y, task_ids)
+        self.ownership.restore()
+        return loss
+
+    def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        masks = self.ownership.masks(task_id, training=task_id == self.current)
+        return self.model.logits(self.net(x, task_id, masks), task_id)
+
+    def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
+        p = self.params
+        if not p.meta_learn or epoch == 0 or epoch % p.meta_every:
+            return
+        sampler = meta.MiniTaskSampler(train, p.ways, p.shots)
+        params, masks = self.meta_parameters(task.id)
+        buffers = {n: b.clone() for n, b in self.net.named_buffers()}  # batch statistics; running ones untouched
+        ways = sampler.ways
+
+        def loss_fn(values: meta.Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            net_values = {n: v for n, v in values.items() if not n.startswith("meta_head.")}
+            features = functional_call(self.net, (net_values, buffers), (x, task.id))
+            head = {n.removeprefix("meta_head."): v for n, v in values.items() if n.startswith("meta_head.")}
+            return F.cross_entropy(functional_call(self.meta_head, head, (features,))[:, :ways], y)
+
+        for _ in range(p.num_iterations):
+            episodes = [sampler.sample() for _ in range(p.meta_batch)]
+            direction = meta.meta_gradient(loss_fn, params, masks, episodes, p.meta_algo, p.inner_steps, p.inner_lr)
+            with torch.no_grad():
+                for n, value in params.items():
+                    value.sub_(p.outer_lr * meta.masked_update(direction[n], masks[n]))
+            self.ownership.restore()
+
+    def meta_parameters(self, task_id: int) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor | None]]:
+        """The parameters the meta phase learns (by functional name) and their masks (True = may change)."""
+        params = {f"convs.{n}": v for n, v in self.net.convs.named_parameters()}
+        params |= {f"tasks.{task_id}.{n}": v for n, v in self.net.task_modules(task_id).named_parameters()}
+        params |= {f"meta_head.{n}": v for n, v in self.meta_head.named_parameters()}
+        masks: dict[str, torch.Tensor | None] = {n: None for n in params}
+        for layer in range(self.net.blocks):
+            free = ~self.ownership.owned(layer)
+            masks[f"convs.{layer}.weight"], masks[f"convs.{layer}.bias"] = free.view(-1, 1, 1, 1), free
+        return params, masks
+
+    def after_task(self, task: Task, train: TaskView) -> None:
+        free_before = self.ownership.claim(task.id)
+        self.freeze_task(task.id)
+        self.current, self.done, self.optimizer = None, task.id + 1, None  # a later task makes its own optimizer
+        self.log = self.ownership.record(task.id, free_before, self.params.min_free_share)
+        if "low_capacity" in self.log:
+            warnings.warn(f"gs-mask: {self.log['low_capacity']}", stacklevel=2)
+
+    def task_log(self) -> dict[str, Any]:
+        return {"gs_mask": self.log}
+
+    def report(self) -> dict[str, Any]:
+        owned = self.ownership.counts(self.done)
+        total = self.net.filters * self.net.blocks
+        return {"filters": self.net.filters, "filters_owned": owned,
+                "share_used_per_task": [sum(layer[t] for layer in owned) / total for t in range(self.done)]}
+
+    # --- state ---
+    def extra_state(self) -> dict[str, Any]:
+        return {"owner": self.ownership.state_dict(), "current": -1 if self.current is None else self.current,
+                "done": self.done, "meta_head": self.meta_head.state_dict(), "log": self.log}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ownership.load_state_dict(state["owner"])
+        self.current = None if int(state["current"]) < 0 else int(state["current"])
+        self.done = int(state["done"])
+        self.meta_head.load_state_dict(state["meta_head"])
+        self.log = state["log"]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for task_id in range(self.done):
+            self.freeze_task(task_id)
+        self.ownership.snapshot()

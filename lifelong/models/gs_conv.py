@@ -1,0 +1,108 @@
+"""The 4-block conv network of the group-sparse filter-mask method (document 000), with per-task BN and calibration.
+
+Each block is Conv3×3 (shared by all tasks) → BatchNorm (the task's own) → ReLU → calibration (the task's own
+squeeze-excitation channel scaling) → MaxPool2. Per-task modules are created when a task is first seen, from a
+generator seeded by the network's seed and the task id, so they do not depend on when they are created (resume,
+evaluating a future task first). A per-layer filter mask switches filters off: their conv outputs are replaced
+by exact zeros before the task's BatchNorm, as if their weights and bias were zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.errors import UserError
+
+
+class Calibration(nn.Module):
+    """Squeeze-excitation channel scaling: x ⊙ sigmoid(W₂ · ReLU(W₁ · GAP(x))), hidden width channels // reduction."""
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        self.squeeze = nn.Linear(channels, max(1, channels // reduction))
+        self.excite = nn.Linear(max(1, channels // reduction), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean((2, 3))))))
+        return x * scale[:, :, None, None]
+
+
+class TaskModules(nn.Module):
+    """One task's BatchNorm and calibration for every block."""
+
+    def __init__(self, filters: int, blocks: int, reduction: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.BatchNorm2d(filters) for _ in range(blocks))
+        self.calibrations = nn.ModuleList(Calibration(filters, reduction) for _ in range(blocks))
+
+
+def _seeded_linear_init_(layer: nn.Linear, generator: torch.Generator) -> None:
+    """nn.Linear's default initialisation, drawn from ``generator``."""
+    w = torch.empty(layer.weight.shape)
+    nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+    bound = 1.0 / math.sqrt(layer.in_features)
+    layer.weight.copy_(w)
+    layer.bias.copy_(torch.empty(layer.bias.shape).uniform_(-bound, bound, generator=generator))
+
+
+class FilterMaskedConvNet(nn.Module):
+    """``net(x, task_id, masks)`` → features (B, out_features); only method gs-mask passes the task id it needs."""
+
+    def __init__(self, in_shape: tuple[int, int, int], filters: int = 32, blocks: int = 4, reduction: int = 4):
+        super().__init__()
+        channels, height, width = in_shape
+        if filters < 1 or blocks < 1 or reduction < 1:
+            raise UserError(f"gs-conv options filters, blocks and reduction must be positive, got "
+                            f"{filters}, {blocks}, {reduction}")
+        if min(height, width) < 2 ** blocks:
+            raise UserError(f"gs-conv with {blocks} blocks needs inputs of at least {2 ** blocks}×{2 ** blocks}, "
+                            f"got {height}×{width}; use fewer blocks (model.blocks)")
+        self.filters, self.blocks, self.reduction = filters, blocks, reduction
+        self.convs = nn.ModuleList(nn.Conv2d(channels if k == 0 else filters, filters, 3, padding=1)
+                                   for k in range(blocks))
+        self.tasks = nn.ModuleDict()
+        self.register_buffer("seed", torch.randint(0, 2**31 - 1, ()))  # per-task init, from the run's seed
+        self.out_features: int = filters * (height >> blocks) * (width >> blocks)
+
+    def task_modules(self, task_id: int) -> TaskModules:
+        """Task ``task_id``'s BatchNorms and calibrations, created (deterministically) on first use."""
+        key = str(task_id)
+        if key not in self.tasks:
+            device = self.convs[0].weight.device
+            g = torch.Generator().manual_seed(int(self.seed) * 1000003 + task_id)
+            with torch.inference_mode(False), torch.no_grad():
+                modules = TaskModules(self.filters, self.blocks, self.reduction)
+                for calibration in modules.calibrations:
+                    _seeded_linear_init_(calibration.squeeze, g)
+                    _seeded_linear_init_(calibration.excite, g)
+                self.tasks[key] = modules.to(device)
+        return self.tasks[key]
+
+    def forward(self, x: torch.Tensor, task_id: int | None = None, masks: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Features of ``x`` through task ``task_id``'s BN and calibration; ``masks[l]`` (bool, one per filter of
+        block l) keeps the filters that are on, None = all on."""
+        if not isinstance(task_id, int):
+            raise UserError("model gs-conv needs one task id per batch: it is the network of method gs-mask "
+                            "(--method gs-mask), not a backbone for other methods")
+        modules = self.task_modules(task_id)
+        h = x
+        for block, conv in enumerate(self.convs):
+            h = conv(h)
+            if masks is not None:
+                h = torch.where(masks[block].view(1, -1, 1, 1), h, 0.0)
+            h = modules.calibrations[block](F.relu(modules.norms[block](h)))
+            h = F.max_pool2d(h, 2)
+        return h.flatten(1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Create the per-task modules a state holds before they are loaded."""
+        for key in state_dict:
+            parts = key[len(prefix):].split(".") if key.startswith(prefix) else []
+            if len(parts) > 1 and parts[0] == "tasks":
+                self.task_modules(int(parts[1]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
