@@ -115,11 +115,22 @@ class Config(Strict):
         return d
 
     def fingerprint(self) -> str:
-        """A hash of everything that affects results (not the output folder or the logger)."""
+        """A hash of everything that affects results (not the output folder or the logger).
+
+        Keys added after the first release are hashed only when set away from their default (which reproduces
+        the behaviour from before they existed), so run directories made by earlier versions stay valid.
+        """
         d = self.to_dict()
         d.pop("out")
         d.pop("logger")
+        for section, key, default in KEYS_ADDED_LATER:
+            if d[section].get(key) == default:
+                del d[section][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+# (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.
+KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:
