@@ -38,6 +38,7 @@ class DataConfig(Strict):
     train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's train data")
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on training batches")
+    rgb32: bool = Field(False, description="pad images to 32×32 and repeat grey ones to 3 channels (MNIST → 3×32×32)")
 
 
 class ModelConfig(BaseModel):

@@ -10,6 +10,7 @@ from torch import nn
 
 from lifelong.errors import UserError
 from lifelong.models.conv import AlexNetLike
+from lifelong.models.mark import KnowledgeBase
 from lifelong.models.mlp import MLP
 from lifelong.models.resnet import ReducedResNet18
 
@@ -17,6 +18,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "mlp": (MLP, "fully connected ReLU network on flattened pixels (default 2×400)"),
     "alexnet": (AlexNetLike, "small AlexNet-like conv net of HAT, ACL and MARK (3 conv + 2×2048 FC)"),
     "resnet18-reduced": (ReducedResNet18, "reduced ResNet-18 of GEM (nf=20 base filters, global average pooling)"),
+    "mark-kb": (KnowledgeBase, "MARK's knowledge base: 3 conv blocks without BatchNorm + FC (no masks outside mark)"),
 }
 
 
@@ -37,4 +39,4 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], **options: Any) ->
         raise UserError(f"invalid options for model {name}: {error}") from error
 
 
-__all__ = ["MODELS", "AlexNetLike", "MLP", "ReducedResNet18", "build_backbone"]
+__all__ = ["MODELS", "AlexNetLike", "KnowledgeBase", "MLP", "ReducedResNet18", "build_backbone"]
