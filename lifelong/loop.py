@@ -167,7 +167,9 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         while state.task < len(tasks):
             task = tasks[state.task]
             if state.epoch == 0:
-                method.before_task(task)
+                start = time.perf_counter()
+                method.before_task(task)  # may train (mark's first phases): timed as training
+                state.train_seconds += time.perf_counter() - start
             stream = Stream([train_views[t.id] for t in method.training_tasks(task, tasks[: task.id + 1])],
                             cfg.train.batch_size, data_rng, augment=cfg.data.augment)
             steps_per_epoch = len(stream)
