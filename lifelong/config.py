@@ -39,6 +39,7 @@ class DataConfig(Strict):
     test_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's test data")
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on training batches")
+    rgb32: bool = Field(False, description="pad images to 32×32 and repeat grey ones to 3 channels (MNIST → 3×32×32)")
 
 
 class ModelConfig(BaseModel):
@@ -130,7 +131,7 @@ class Config(Strict):
 
 
 # (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.
-KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0)]
+KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:

@@ -67,8 +67,11 @@ def build_method(cfg: Config, benchmark: Benchmark, device: torch.device) -> Met
         name = WITH_SLNI[name]
     method_class = METHODS[name]
 
-    def build_network() -> Network:
-        backbone = build_backbone(cfg.model.name, benchmark.input_shape, **cfg.model.options)
+    def build_network(backbone_name: str | None = None, **options: Any) -> Network:
+        """A fresh network around the configured backbone, or around ``backbone_name`` with ``options`` for a
+        method that brings its own (mark's knowledge base)."""
+        name, options = (cfg.model.name, cfg.model.options) if backbone_name is None else (backbone_name, options)
+        backbone = build_backbone(name, benchmark.input_shape, **options)
         return Network(backbone, benchmark.scenario, benchmark.class_counts, head_seed=cfg.seed).to(device)
 
     return method_class(build_network, method_class.make_params(cfg), cfg.train)
@@ -167,7 +170,9 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         while state.task < len(tasks):
             task = tasks[state.task]
             if state.epoch == 0:
-                method.before_task(task)
+                start = time.perf_counter()
+                method.before_task(task)  # may train (mark's first phases): timed as training
+                state.train_seconds += time.perf_counter() - start
             stream = Stream([train_views[t.id] for t in method.training_tasks(task, tasks[: task.id + 1])],
                             cfg.train.batch_size, data_rng, augment=cfg.data.augment)
             steps_per_epoch = len(stream)

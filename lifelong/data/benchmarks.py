@@ -44,7 +44,18 @@ def load_embedded_fashion_subset() -> DatasetSplits:
 
 
 def _load(name: str, cfg: DataConfig) -> DatasetSplits:
-    return sources.load_dataset(name, cfg.data_dir, download=cfg.download)
+    return _rgb32(sources.load_dataset(name, cfg.data_dir, download=cfg.download), cfg)
+
+
+def _rgb32(dataset: DatasetSplits, cfg: DataConfig) -> DatasetSplits:
+    """The dataset as 3×32×32 images (grey ones repeated, smaller ones zero-padded) where ``data.rgb32`` asks."""
+    if not cfg.rgb32:
+        return dataset
+    try:
+        return DatasetSplits(dataset.name, scenarios.to_rgb32(dataset.train), scenarios.to_rgb32(dataset.test),
+                             dataset.class_names)
+    except ValueError as err:
+        raise UserError(f"data.rgb32 cannot apply to {dataset.name}: {err}; set data.rgb32 false") from None
 
 
 def _order(cfg: DataConfig, default: list[list[int]]) -> list[list[int]]:
@@ -66,7 +77,7 @@ def _permuted(dataset_name: str) -> Callable[[DataConfig, int], list[Task]]:
 
 
 def _quickstart(cfg: DataConfig, seed: int) -> list[Task]:
-    return scenarios.split_classes(load_embedded_fashion_subset(), _order(cfg, PAIRS))
+    return scenarios.split_classes(_rgb32(load_embedded_fashion_subset(), cfg), _order(cfg, PAIRS))
 
 
 def _split_cifar100(cfg: DataConfig, seed: int) -> list[Task]:

@@ -9,6 +9,7 @@ from lifelong.methods.gs_mask import GSMask
 from lifelong.methods.imm import MeanIMM, ModeIMM
 from lifelong.methods.joint import Joint
 from lifelong.methods.lwf import LwF
+from lifelong.methods.mark import MARK
 from lifelong.methods.mas import MAS
 from lifelong.methods.mas_alpha import MASAlpha
 from lifelong.methods.naive import Naive
@@ -20,7 +21,7 @@ from lifelong.methods.slni import EWCSLNI, MASSLNI
 METHODS: dict[str, type[Method]] = {
     m.name: m
     for m in (Naive, Joint, SingleTask, EWC, OnlineEWC, SI, MAS, MASAlpha, MASSLNI, EWCSLNI, LwF, EBLL, MeanIMM,
-              ModeIMM, GSMask)
+              ModeIMM, GSMask, MARK)
 }
 
 # Config sections (top-level YAML keys) that hold hyperparameters, by section name.

@@ -11,6 +11,7 @@ from torch import nn
 from lifelong.errors import UserError
 from lifelong.models.conv import AlexNetLike
 from lifelong.models.gs_conv import FilterMaskedConvNet
+from lifelong.models.mark import KnowledgeBase
 from lifelong.models.mlp import MLP
 from lifelong.models.resnet import ReducedResNet18
 
@@ -20,6 +21,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet18-reduced": (ReducedResNet18, "reduced ResNet-18 of GEM (nf=20 base filters, global average pooling)"),
     "gs-conv": (FilterMaskedConvNet, "4 × (Conv3×3 32 → per-task BN → ReLU → per-task calibration → MaxPool2); "
                                      "the network of method gs-mask"),
+    "mark-kb": (KnowledgeBase, "MARK's knowledge base: 3 conv blocks without BatchNorm + FC (no masks outside mark)"),
 }
 
 
@@ -40,4 +42,5 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], **options: Any) ->
         raise UserError(f"invalid options for model {name}: {error}") from error
 
 
-__all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "MLP", "ReducedResNet18", "build_backbone"]
+__all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "KnowledgeBase", "MLP", "ReducedResNet18",
+           "build_backbone"]
