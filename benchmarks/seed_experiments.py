@@ -49,17 +49,23 @@ def run(name: str, data_dir: str, out: str) -> tuple[list[str], float]:
     started = time.perf_counter()
     entries = compare.run_experiment(exp, progress=lambda i, n, what: print(f"  {name} [{i}/{n}] {what}", flush=True))
     seconds = time.perf_counter() - started
+    rows = compare.summarize(entries)
+    sweep = compare.order_sweep_table(entries, exp.order_sweep.task) if exp.order_sweep else None
+    folder = Path(out) / name  # tables and runs.json, so that `lifelong report` finds the runs
+    compare.write_tables(folder, rows, sweep)
+    compare.write_manifest(folder, entries, exp.order_sweep.task if exp.order_sweep else None)
     lines = [f"### {EXPERIMENTS[name]}", "",
-             f"`lifelong compare --config configs/{name}.yml --data-dir DATA`; seeds {exp.seeds}; metrics are "
+             f"`lifelong compare --config configs/{name}.yml --data-dir DATA`; figures: `lifelong report "
+             f"{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`; seeds {exp.seeds}; metrics are "
              "fractions, mean±std over seeds (avg/max F: Chaudhry forgetting; (ref): against the single-task "
              "reference a_t − R[T][t]); train s = training seconds of one run.", "",
-             compare.to_markdown(compare.summarize(entries)).strip()]
+             compare.to_markdown(rows).strip()]
     if exp.order_sweep:
         lines += ["", f"Final accuracy of task {exp.order_sweep.task} by its position (mean over seeds) and the "
                       "spread (max − min over positions):", "",
                   "| variant | " + " | ".join(f"position {p}" for p in exp.order_sweep.positions or []) + " | spread |",
                   "|---|" + "---:|" * (len(exp.order_sweep.positions or []) + 1)]
-        for row in compare.order_sweep_table(entries, exp.order_sweep.task):
+        for row in sweep:
             cells = " | ".join(f"{v:.4f}" for v in row["final_acc_by_position"].values())
             lines.append(f"| {row['variant']} | {cells} | {row['spread']:.4f} |")
     return lines, seconds
