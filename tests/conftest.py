@@ -71,3 +71,12 @@ def crash_and_resume():
         return run_dir, lifelong.resume(run_dir)
 
     return go
+
+
+@pytest.fixture
+def one_thread():
+    """Small convs gain nothing from a second thread, and lose much when another process keeps it busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

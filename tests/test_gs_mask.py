@@ -19,13 +19,7 @@ from lifelong.methods.gs_mask import group_sparse_penalty
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The small convs gain nothing from a second thread, and lose much when another process keeps it busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(optimizer="sgd", **gs):

@@ -28,12 +28,7 @@ SMALL = {"kb_channels": [8, 8, 8], "latent": 16, "features": 8, "extractor_epoch
          "mask_epochs": 1, "meta_epochs": 1, "mini_tasks": 2, "inner_loop": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(tmp_path, mark=None, **sections):
