@@ -167,6 +167,35 @@ def test_inner_loop_uses_the_tasks_masks(tmp_path):
     assert torch.equal(adapted[2], second_conv)
 
 
+def test_inner_loop_steps_are_clipped_to_grad_clip(tmp_path):
+    method, benchmark = method_for(tmp_path, {"inner_loop": 1, "lr_inner": 1.0, "grad_clip": 1e-3})
+    task = benchmark.tasks[0]
+    method.task_id = 0
+    method.model.add_task(0)
+    view = TaskView(task, task.train, torch.device("cpu"))
+    before = [p.detach().clone() for p in method.model.kb.parameters()]
+    adapted, _ = method.adapt(view, torch.Generator().manual_seed(0))
+    moved = torch.cat([(a - b).flatten() for a, b in zip(adapted, before)]).norm().item()
+    assert 0.0 < moved <= 1e-3 * (1 + 1e-4)  # one SGD step of lr 1 on a gradient clipped to norm 1e-3
+
+
+def test_a_diverged_copy_is_left_out_of_the_meta_update(tmp_path, monkeypatch):
+    method, benchmark = method_for(tmp_path, {"mini_tasks": 3, "lr_meta": 0.5})
+    task = benchmark.tasks[0]
+    method.task_id = 0
+    method.model.add_task(0)
+    method.meta_diverged = [0]
+    view = TaskView(task, task.train, torch.device("cpu"))
+    before = [p.detach().clone() for p in method.model.kb.parameters()]
+    copies = iter([([b + 1.0 for b in before], 0.5), ([torch.full_like(b, float("nan")) for b in before], 0.9),
+                   ([b + 3.0 for b in before], 0.5)])
+    monkeypatch.setattr(method, "adapt", lambda *a: next(copies))
+    assert method.meta_update(view, torch.Generator().manual_seed(0)) == [0.5, 0.5]
+    assert method.meta_diverged == [1]
+    for theta, after in zip(before, method.model.kb.parameters()):
+        assert torch.allclose(after, theta + 0.5 * 2.0)  # towards the mean of the two finite copies only
+
+
 # --- per-task modules, state, resume ---
 
 def test_old_tasks_modules_stay_bit_identical_while_later_tasks_train(tmp_path):

@@ -9,7 +9,9 @@ of the task (masks of M^t applied); then θ ← θ + β Σ_k (w_k/Σw)(θ_k − 
 authors' released code steps the other way); (5) retrain M^t and C^t for ``train.epochs`` in the loop.
 
 Choices: w_k is the adapted copy's accuracy on a second random batch of the task, not on the batch it fitted
-(equal weights if every w_k is 0); the inner loop is plain SGD (lr_inner, no momentum or clipping); every other
+(equal weights if every w_k is 0); the inner loop is SGD at lr_inner without momentum, with the gradient-norm clip
+of the other phases (unclipped, a copy can diverge to NaN on its single batch), and a copy whose weights are not
+finite is left out of the update; every other
 phase is SGD with this section's lr_task, momentum, weight decay and gradient-norm clip (``train.lr``,
 ``train.optimizer`` and friends are not used). Internal phases shuffle with a generator seeded from the global RNG,
 which the loop checkpoints, so an interrupted run resumes identically.
@@ -61,7 +63,8 @@ class Params(base.Params):
     lr_meta: float = Field(0.01, gt=0.0, description="β, the step towards the adapted weights (MiniImageNet: 0.001)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum of phases (1), (2), (3), (5)")
     weight_decay: float = Field(0.01, ge=0.0, description="SGD weight decay of phases (1), (2), (3), (5)")
-    grad_clip: float | None = Field(0.5, gt=0.0, description="gradient-norm clip of phases (1), (2), (3), (5); None = off")
+    grad_clip: float | None = Field(0.5, gt=0.0, description="gradient-norm clip of every phase and of the inner loop; "
+                                                                 "None = off")
 
 
 def reptile_step(parameters: list[torch.Tensor], adapted: list[list[torch.Tensor]], weights: list[float],
@@ -102,6 +105,7 @@ class MARK(Method):
         self.model.kb.requires_grad_(False)  # trained only in phase (2) and, as copies, in phase (4)
         self.task_id = -1  # the task being trained
         self.meta_accuracy: list[list[float]] = []  # per task: mean accuracy of the mini-tasks of each meta epoch
+        self.meta_diverged: list[int] = []  # per task: adapted copies left out of the meta-update (non-finite)
 
     # --- the phases ---
     def before_task(self, task: Task) -> None:
@@ -122,8 +126,11 @@ class MARK(Method):
             model.kb.requires_grad_(False)
         self.fit(view, generator, self.task_parameters(), p.mask_epochs, lambda x: model(x, task.id))
         if p.use_meta:
-            self.meta_accuracy.append([sum(self.meta_update(view, generator)) / p.mini_tasks
-                                       for _ in range(p.meta_epochs)])
+            self.meta_accuracy.append([])
+            self.meta_diverged.append(0)
+            for _ in range(p.meta_epochs):
+                weights = self.meta_update(view, generator)
+                self.meta_accuracy[-1].append(sum(weights) / len(weights) if weights else 0.0)
         self.optimizer = self.make_optimizer()
 
     def train_extractor(self, task: Task, view: TaskView, generator: torch.Generator) -> None:
@@ -135,14 +142,20 @@ class MARK(Method):
         extractor.requires_grad_(False).eval()
 
     def meta_update(self, view: TaskView, generator: torch.Generator) -> list[float]:
-        """Phase (4), once: adapt mini_tasks copies of the KB, step the KB towards them; returns their w_k."""
-        adapted, weights = zip(*(self.adapt(view, generator) for _ in range(self.params.mini_tasks)))
-        reptile_step(list(self.model.kb.parameters()), list(adapted), list(weights), self.params.lr_meta)
-        return list(weights)
+        """Phase (4), once: adapt mini_tasks copies of the KB, step the KB towards the finite ones (a diverged copy
+        would turn the whole KB into NaN); returns their w_k."""
+        copies = [self.adapt(view, generator) for _ in range(self.params.mini_tasks)]
+        finite = [(thetas, w) for thetas, w in copies if all(torch.isfinite(q).all() for q in thetas)]
+        if self.meta_diverged:
+            self.meta_diverged[-1] += len(copies) - len(finite)
+        if finite:
+            reptile_step(list(self.model.kb.parameters()), [t for t, _ in finite], [w for _, w in finite],
+                         self.params.lr_meta)
+        return [w for _, w in finite]
 
     def adapt(self, view: TaskView, generator: torch.Generator) -> tuple[list[torch.Tensor], float]:
-        """One mini-task: a KB copy and a fresh linear classifier take inner_loop SGD steps on one random batch
-        (masks of M^t applied); returns the copy's parameters θ_k and its accuracy w_k on a second random batch."""
+        """One mini-task: a KB copy and a fresh linear classifier take inner_loop clipped SGD steps on one random
+        batch (masks of M^t applied); returns the copy's parameters θ_k and its accuracy w_k on a second batch."""
         size = min(self.train_config.batch_size, len(view))
         device = self.model.device()
         fit_rows, check_rows = (torch.randperm(len(view), generator=generator)[:size].to(device) for _ in range(2))
@@ -155,10 +168,7 @@ class MARK(Method):
         optimizer = torch.optim.SGD([*learner.parameters(), *classifier.parameters()],
                                     lr=self.params.lr_inner or self.params.lr_task)
         for _ in range(self.params.inner_loop):
-            loss = F.cross_entropy(classifier(learner(x, masks)), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            self.step(optimizer, classifier(learner(x, masks)), y)
         learner.eval()
         with torch.no_grad():
             accuracy = (classifier(learner(x_check, check_masks)).argmax(1) == y_check).float().mean().item()
@@ -174,7 +184,7 @@ class MARK(Method):
                 self.step(optimizer, forward(x), y)
 
     def step(self, optimizer: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy, backward, gradient-norm clip of the optimizer's parameters, SGD step."""
+        """Cross-entropy, backward, gradient-norm clip (grad_clip) of the optimizer's parameters, SGD step."""
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -189,7 +199,8 @@ class MARK(Method):
         return self.step(self.optimizer, self.model(x, task_ids), y)
 
     def report(self) -> dict[str, Any]:
-        return {"parameters": sum(q.numel() for q in self.model.parameters()), "meta_accuracy": self.meta_accuracy}
+        return {"parameters": sum(q.numel() for q in self.model.parameters()), "meta_accuracy": self.meta_accuracy,
+                "meta_diverged": self.meta_diverged}
 
     # --- state ---
     def task_parameters(self) -> list[torch.Tensor]:
@@ -206,8 +217,9 @@ class MARK(Method):
         return self.sgd(self.task_parameters())
 
     def extra_state(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "meta_accuracy": self.meta_accuracy}
+        return {"task_id": self.task_id, "meta_accuracy": self.meta_accuracy, "meta_diverged": self.meta_diverged}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.task_id = int(state["task_id"])
         self.meta_accuracy = [[float(a) for a in row] for row in state["meta_accuracy"]]
+        self.meta_diverged = [int(n) for n in state.get("meta_diverged", [0] * len(self.meta_accuracy))]
