@@ -195,6 +195,10 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
                 state.train_seconds += time.perf_counter() - start
                 record = {"event": "epoch", "task": task.id, "epoch": state.epoch + 1,
                           "train_loss": float(loss_sum) / steps, "seconds": time.perf_counter() - start}
+                if not math.isfinite(record["train_loss"]):
+                    raise UserError(f"training diverged: the loss of task {task.id + 1}, epoch {state.epoch + 1} is "
+                                    f"{record['train_loss']}; lower train.lr or the method's penalty strength "
+                                    f"(the run stays at its last checkpoint in '{run_dir}')")
                 if val_views[task.id] is not None:
                     record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
                     bar.update(bar_id, info=f"val {record['val_acc']:.3f}")

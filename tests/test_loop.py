@@ -136,3 +136,10 @@ def test_unknown_method_or_cuda_without_gpu(tiny):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             lifelong.run(tiny(device="cuda"))
+
+
+def test_a_diverging_run_stops_with_a_user_error_at_its_last_checkpoint(tiny):
+    cfg = tiny(train={"optimizer": "sgd", "lr": 1e12, "epochs": 2})
+    with pytest.raises(UserError, match=r"training diverged: the loss of task 1, epoch \d is (nan|inf).*train.lr"):
+        lifelong.run(cfg)
+    assert not any(r["event"] == "task" for r in store.read_metrics(next((Path(cfg["out"])).iterdir())))
