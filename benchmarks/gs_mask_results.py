@@ -40,6 +40,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import lifelong  # noqa: E402
+from lifelong.errors import UserError  # noqa: E402
 from results_md import update_section  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
@@ -115,20 +116,31 @@ def main() -> int:
     for benchmark in args.benchmarks.split(","):
         rows = []
         for label, method, meta in variants(baselines):
-            results = []
+            results, diverged = [], []
             for seed in pmnist_seeds if benchmark == "pmnist" else seeds:
                 t0 = time.time()
-                _, res = lifelong.run(run_config(args, benchmark, seed, method, meta))
+                try:
+                    _, res = lifelong.run(run_config(args, benchmark, seed, method, meta))
+                except UserError as err:  # a baseline whose loss turned NaN: say so in the table
+                    if "diverged" not in str(err):
+                        raise
+                    diverged.append(f"seed {seed}: {str(err).split(';')[0]}")
+                    print(f"{benchmark} {label} seed {seed}: {err}", flush=True)
+                    continue
                 results.append(res)
                 print(f"{benchmark} {label} seed {seed}: ACC {res['acc']:.4f} BWT {res['bwt']:+.4f} "
                       f"({time.time() - t0:.0f} s)", flush=True)
+            if not results:
+                rows.append(f"| {label} | {'; '.join(diverged)} | | n/a | |")
+                continue
             shares = "n/a"
             if method == "gs-mask":
                 per_task = [statistics.fmean(r["method_info"]["share_used_per_task"][t] for r in results)
                             for t in range(len(results[0]["method_info"]["share_used_per_task"]))]
                 shares = " / ".join(f"{100 * s:.0f}" for s in per_task)
                 first_task_shares.append(per_task[0])
-            rows.append(f"| {label} | {mean_std([r['acc'] for r in results])} | "
+            note = f" ({len(diverged)} seed(s) diverged)" if diverged else ""
+            rows.append(f"| {label} | {mean_std([r['acc'] for r in results])}{note} | "
                         f"{mean_std([r['bwt'] for r in results])} | {shares} | "
                         f"{statistics.fmean(r['train_seconds'] for r in results):.0f} |")
         sections += [f"### {benchmark}", "", "| variant | ACC % | BWT % | filters owned per task, % (task 1 / 2 / …) |"

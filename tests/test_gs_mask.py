@@ -14,7 +14,7 @@ from lifelong.data.batches import TaskView
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.errors import UserError
 from lifelong.loop import build_method
-from lifelong.methods.gs_mask import group_sparse_penalty
+from lifelong.methods.gs_mask import group_soft_threshold_, group_sparse_penalty
 
 CPU = torch.device("cpu")
 
@@ -110,6 +110,35 @@ def test_filters_below_tau_stay_free_and_later_tasks_claim_them():
     assert "low_capacity" not in record
     assert [m.tolist() for m in method.ownership.masks(0)] == [[True] * 5 + [False] * 3] * 4
     assert [m.tolist() for m in method.ownership.masks(1)] == [[True] * 7 + [False]] * 4
+
+
+def test_group_soft_threshold_satisfies_the_proximal_optimality_condition():
+    """prox of t‖x‖ at w: x* = 0 iff ‖w‖ ≤ t, else x* − w + t x*/‖x*‖ = 0 (the subgradient condition)."""
+    torch.manual_seed(0)
+    w = torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    w[1] *= 0.01  # norm far below t: emptied
+    w[3] = 0.0  # already empty: stays 0, no NaN
+    t = 0.5
+    x = w.clone()
+    group_soft_threshold_([x], [t])
+    for f in range(5):
+        if w[f].norm() <= t:
+            assert torch.equal(x[f], torch.zeros_like(x[f]))
+        else:
+            torch.testing.assert_close(x[f] - w[f] + t * x[f] / x[f].norm(), torch.zeros_like(w[f]), atol=1e-12, rtol=0)
+    assert [f for f in range(5) if x[f].abs().sum() == 0] == [1, 3]
+
+
+def test_proximal_steps_empty_unneeded_filters_for_later_tasks():
+    method, views = make(meta_learn=False, proximal=True, c=5.0)
+    train(method, views[0], epochs=8)
+    assert any((conv.weight.flatten(1).norm(dim=1) == 0).any() for conv in method.net.convs)
+    method.after_task(views[0].task, views[0])
+    free = [int((o == -1).sum()) for o in method.ownership.owner]
+    assert sum(free) > 0  # exact zeros are below τ, so task 1 leaves filters for later tasks
+    train(method, views[1], epochs=3)
+    method.after_task(views[1].task, views[1])
+    assert sum(int((o == 1).sum()) for o in method.ownership.owner) > 0
 
 
 # --- old tasks never change ---

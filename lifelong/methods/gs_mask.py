@@ -50,6 +50,9 @@ class Params(base.Params):
     meta_batch: int = Field(16, gt=0, description="mini-tasks averaged per outer step")
     ways: int = Field(5, ge=2, description="classes per mini-task (at most the task's number of classes)")
     shots: int = Field(10, ge=2, description="samples per class per mini-task: half to adapt, half to evaluate")
+    proximal: bool = Field(False, description="apply the filter-wise term as a proximal step after each optimizer "
+                           "step, W_f ← W_f·max(0, 1 − lr·c·β_l/‖W_f‖), instead of its subgradient: unused filters "
+                           "reach exactly 0 (subgradient steps leave them near lr·c·β, above τ); exact for SGD")
     min_free_share: float = Field(0.1, ge=0.0, le=1.0, description="warn (and record `low_capacity`) when a layer "
                                   "has less than this share of its filters free after a task")
 
@@ -61,13 +64,26 @@ class Params(base.Params):
         return betas
 
 
-def group_sparse_penalty(weights: list[torch.Tensor], betas: list[float], c: float, tau: float) -> torch.Tensor:
-    """R = c Σ_l [max(0.5, 1−β_l)/2 · ‖W_l‖_F + β_l Σ_{f: ‖W_l,f‖₂ > τ} ‖W_l,f‖₂] over the conv weights W_l."""
+def group_sparse_penalty(weights: list[torch.Tensor], betas: list[float], c: float, tau: float,
+                         filterwise: bool = True) -> torch.Tensor:
+    """R = c Σ_l [max(0.5, 1−β_l)/2 · ‖W_l‖_F + β_l Σ_{f: ‖W_l,f‖₂ > τ} ‖W_l,f‖₂] over the conv weights W_l
+    (without the filter-wise sum when ``filterwise`` is false: the proximal variant applies it separately)."""
     total = weights[0].new_zeros(())
     for w, beta in zip(weights, betas):
-        norms = w.flatten(1).norm(dim=1)
-        total = total + max(0.5, 1.0 - beta) / 2 * w.norm() + beta * norms[norms > tau].sum()
+        total = total + max(0.5, 1.0 - beta) / 2 * w.norm()
+        if filterwise:
+            norms = w.flatten(1).norm(dim=1)
+            total = total + beta * norms[norms > tau].sum()
     return c * total
+
+
+@torch.no_grad()
+def group_soft_threshold_(weights: list[torch.Tensor], thresholds: list[float]) -> None:
+    """The proximal operator of t_l Σ_f ‖W_l,f‖₂, in place: each filter shrinks by t_l in norm, or to exactly 0."""
+    for w, t in zip(weights, thresholds):
+        norms = w.flatten(1).norm(dim=1)
+        scale = torch.where(norms > t, 1 - t / norms.clamp_min(torch.finfo(w.dtype).tiny), 0.0)
+        w.mul_(scale.view(-1, *[1] * (w.dim() - 1)))
 
 
 class GSMask(Method):
@@ -114,10 +130,13 @@ class GSMask(Method):
         logits = self.model.logits(self.net(x, int(task_ids)), int(task_ids))
         p = self.params
         return F.cross_entropy(logits, y) + group_sparse_penalty([c.weight for c in self.net.convs], p.betas, p.c,
-                                                                 p.tau)
+                                                                 p.tau, filterwise=not p.proximal)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         loss = super().train_step(x, y, task_ids)
+        if self.params.proximal:  # step size lr: the convs are the optimizer's first group
+            lr, p = self.optimizer.param_groups[0]["lr"], self.params
+            group_soft_threshold_([c.weight for c in self.net.convs], [lr * p.c * beta for beta in p.betas])
         self.ownership.restore()
         return loss
 
