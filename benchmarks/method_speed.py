@@ -4,7 +4,8 @@ split-mnist (real MNIST from ``--data-dir``), the 2×400 MLP, batch 128, Adam lr
 no validation split, every method at its default hyperparameters (``imm-mean`` / ``imm-mode`` with
 ``imm.transfer: l2``, so they have a penalty to pay for). Three measurements:
 
-1. **Step** — every method in ``METHODS`` except ``single-task`` and ``joint``: a fresh method trains task 1 for
+1. **Step** — every method in ``METHODS`` except ``single-task``, ``joint``, ``gs-mask`` and ``mark`` (these two
+   need their own conv networks; their costs are in their own sections): a fresh method trains task 1 for
    a few steps and calls ``after_task`` (so its penalty / teacher / regularizer is active), then starts task 2
    (``before_task``); only ``method.train_step`` on task 2's batches (float batches made beforehand) is timed,
    one step at a time. All methods are set up first, then stepped in turns (one step of each method in turn,
@@ -60,7 +61,7 @@ from results_md import update_section  # noqa: E402
 from throughput import cpu_model, cpu_ticks, others_share, own_cpu_seconds  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
-EXCLUDED = ("single-task", "joint")
+EXCLUDED = ("single-task", "joint", "gs-mask", "mark")  # gs-mask and mark bring their own networks, not the MLP
 PENALTY_METHODS = ("ewc", "online-ewc", "si", "mas", "mas-alpha", "imm-mean", "imm-mode")
 IMPORTANCE_METHODS = ("ewc", "online-ewc", "mas", "mas-alpha", "imm-mode")
 STEP_GOAL = 1.15
