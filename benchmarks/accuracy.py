@@ -66,7 +66,8 @@ HYPERPARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "domain": {"ewc": {"ewc": {"lam": 100.0}}, "online-ewc": {"online-ewc": {"lam": 100.0, "gamma": 1.0}},
                "si": {"si": {"c": 10.0}}},
 }
-COMMON = {"mas-alpha": {"mas-alpha": {"lam_per_task": 1.0}}}
+# LwF as van de Ven et al.'s code weights it, (1/t)·CE + (1 − 1/t)·T²·KD: λ × old tasks, with the T² factor.
+COMMON = {"mas-alpha": {"mas-alpha": {"lam_per_task": 1.0}}, "lwf": {"lwf": {"lam_by_tasks": True, "t_squared": True}}}
 
 # EWC's λ on split MNIST task-IL, seed 0 (the ``ewc-lambda`` protocol): the authors' 1e5 left our EWC forgetting
 # (a model trained to 99.9 % is so confident that its Fisher is tiny; our inputs are also standardised, theirs are
@@ -197,7 +198,8 @@ def main() -> None:
              f"{', '.join(f'{v:g}' for v in LAMBDA_GRID)} (the `ewc-lambda` table: the authors' 1e5 left our EWC "
              "forgetting, since a model trained to 99.9 % has a tiny Fisher; chosen on test accuracy, as the "
              "protocol has no validation split); online EWC γ = 1 with EWC's λ; the other methods at their "
-             "defaults (docs/methods.md), mas-alpha with λ = 1 per task seen."]
+             "defaults (docs/methods.md), mas-alpha with λ = 1 per task seen, lwf weighted as van de Ven et al.'s "
+             "code, (1/t)·CE + (1 − 1/t)·T²·KD (`lwf.lam_by_tasks`, `lwf.t_squared`)."]
     for protocol in protocols:
         for scenario in PROTOCOLS[protocol]["scenarios"]:
             lines += ["", f"#### {protocol}, {scenario}-incremental", ""]

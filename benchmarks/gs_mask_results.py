@@ -16,7 +16,7 @@ paper).
 
     python benchmarks/gs_mask_results.py [--data-dir ../shared/data] [--seeds 0,1,2] [--epochs 2]
         [--train-fraction 0.1] [--test-fraction 0.05] [--lr 0.02] [--num-iterations 5] [--meta-batch 4]
-        [--pmnist-seeds 0] [--benchmarks split-fmnist,split-mnist,pmnist] [--baselines ewc,mas] [--proximal-c 5]
+        [--pmnist-seeds 0] [--benchmarks split-fmnist,split-mnist,pmnist] [--baselines ewc,mas] [--proximal-c 0]
         [--paper] [--out runs/gs-mask-results]
         [--no-write]
 
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--num-iterations", type=int, default=5, help="outer steps per meta phase (paper: 50)")
     parser.add_argument("--meta-batch", type=int, default=4, help="mini-tasks per outer step (paper: 16)")
     parser.add_argument("--meta-every", type=int, default=1, help="a meta phase every N epochs (paper: 5)")
-    parser.add_argument("--proximal-c", type=float, default=5.0, help="also run gs-mask with proximal=true and this "
+    parser.add_argument("--proximal-c", type=float, default=0.0, help="also run gs-mask with proximal=true and this "
                         "c (the filter-wise term as a group soft-threshold step, which empties unused filters); 0 = skip")
     parser.add_argument("--paper", action="store_true", help="the paper's protocol (overrides the flags above)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1: the small convs "

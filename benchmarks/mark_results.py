@@ -5,12 +5,13 @@ network per task.
 Protocol: the shipped CPU configs (configs/mark_split_fmnist.yml, configs/mark_split_mnist.yml) with a smaller
 training fraction and a narrower knowledge base, so that 2 benchmarks × 4 variants × 3 seeds take about 15-20
 minutes on 2 CPU cores (evaluating 5 × 2000 test images after every task is a large share of it). Variants:
-``mark`` (meta + masks), ``no-meta``, ``no-masks``, ``no-meta-no-masks``. ``--baselines ewc,mas`` adds those
-methods on the same data with the same knowledge base as a plain conv backbone (Adam, ``--baseline-epochs``).
+``mark`` (meta + masks), ``no-meta``, ``no-masks``, ``no-meta-no-masks``. ``--baselines ewc,mas,gs-mask`` adds
+those methods on the same data: ewc and mas with the same knowledge base as a plain conv backbone (Adam), gs-mask on
+its own network (SGD), for ``--baseline-epochs`` epochs per task.
 Finished runs in ``--out`` are reused, so an interrupted script continues where it stopped.
 
     python benchmarks/mark_results.py [--data-dir ../shared/data] [--seeds 0,1,2] [--train-fraction 0.05]
-        [--kb-channels 16,32,64] [--benchmarks split-fmnist,split-mnist] [--baselines ewc,mas]
+        [--kb-channels 16,32,64] [--benchmarks split-fmnist,split-mnist] [--baselines ewc,mas,gs-mask]
         [--out runs/mark-results] [--no-write]
 
 Writes docs/RESULTS.md (section ``mark``) unless ``--no-write`` is given.
@@ -62,11 +63,16 @@ def mark_config(benchmark: str, variant: dict[str, Any], seed: int, args: argpar
 
 
 def baseline_config(benchmark: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A baseline on the same 3×32×32 data: the KB as a plain backbone with Adam, or gs-mask on its own gs-conv
+    network with SGD and the reduced meta phases of benchmarks/gs_mask_results.py."""
     raw = mark_config(benchmark, {}, seed, args)
     kb = raw.pop("mark")
     raw.update(method=method, model={"name": "mark-kb", "kernels": kb["kb_kernels"], "channels": kb["kb_channels"],
                                      "latent": kb["latent"]},
                train={**raw["train"], "epochs": args.baseline_epochs, "optimizer": "adam", "lr": 1e-3})
+    if method == "gs-mask":
+        raw.update(model={"name": "gs-conv"}, train={**raw["train"], "optimizer": "sgd", "lr": 0.02})
+        raw["gs-mask"] = {"num_iterations": 5, "meta_batch": 4, "meta_every": 1, "min_free_share": 0.0}
     return raw
 
 
@@ -145,8 +151,10 @@ def main() -> int:
         f"2 meta epochs × 4 mini-tasks × 8 inner steps) with train_fraction {args.train_fraction}, KB channels "
         f"{args.kb_channels}, F^t channels {args.extractor_channels} and {args.features} features; seeds "
         f"{args.seeds}. ACC and BWT over the 5 tasks, mean ± sample std over seeds; test sets complete."
-        + (f" Baselines ({args.baselines}): the same KB as a plain backbone (`model.name: mark-kb`), Adam lr 1e-3, "
-           f"{args.baseline_epochs} epochs per task, default hyperparameters." if args.baselines else ""),
+        + (f" Baselines ({args.baselines}), {args.baseline_epochs} epochs per task at default hyperparameters: ewc / "
+           "mas on the same KB as a plain backbone (`model.name: mark-kb`), Adam lr 1e-3; gs-mask on its `gs-conv` "
+           "network, SGD lr 0.02, meta phases of 5 outer steps × 4 mini-tasks every epoch after the first."
+           if args.baselines else ""),
         "",
         *table,
         "",

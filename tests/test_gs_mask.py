@@ -143,9 +143,10 @@ def test_proximal_steps_empty_unneeded_filters_for_later_tasks():
 
 # --- old tasks never change ---
 
-@pytest.mark.parametrize("optimizer,algo", [("sgd", "maml"), ("adam", "fomaml"), ("sgd", "reptile")])
-def test_old_tasks_are_bit_identical_under_weight_decay_momentum_and_meta_steps(optimizer, algo):
-    method, views = make(optimizer, meta_algo=algo)
+@pytest.mark.parametrize("optimizer,algo,proximal", [("sgd", "maml", False), ("adam", "fomaml", False),
+                                                     ("sgd", "reptile", False), ("sgd", "maml", True)])
+def test_old_tasks_are_bit_identical_under_weight_decay_momentum_and_meta_steps(optimizer, algo, proximal):
+    method, views = make(optimizer, meta_algo=algo, proximal=proximal)
     x = views[0].inputs(torch.arange(16))
     before = {}
     for t, view in enumerate(views):

@@ -57,6 +57,7 @@ def softmax(z, T=1.0):
     ("task", (2, 3, 2), {"lam": 0.7}, [0, 1]),
     ("task", (2, 3, 2), {"head_reduction": "mean", "t_squared": True, "temperature": 3.0}, [0, 1]),
     ("class", (2, 2, 2), {}, ["old classes"]),
+    ("class", (2, 2, 2), {"lam_by_tasks": True, "t_squared": True}, ["old classes"]),  # van de Ven et al. 2019
     ("domain", (2, 2, 2), {"lam": 0.5}, ["shared"]),
 ])
 def test_lwf_loss_matches_a_hand_computation(scenario, counts, params, old_heads):
@@ -87,6 +88,7 @@ def test_lwf_loss_matches_a_hand_computation(scenario, counts, params, old_heads
         terms.append(kl / 4)
     distill = sum(terms) / (len(terms) if m.params.head_reduction == "mean" else 1)
     distill *= T * T if m.params.t_squared else 1.0
+    lam *= 2 if m.params.lam_by_tasks else 1  # two old tasks
     assert m.loss(x, y, 2).item() == pytest.approx(ce + lam * distill, rel=1e-5)
 
 

@@ -13,6 +13,8 @@ Choices made here (each a Param where it is a real alternative):
   readable. Each term is averaged over the batch.
 - Σ over old heads (METHODS.md; ``head_reduction: mean`` divides by their number instead).
 - No T² factor, as in Li & Hoiem's code (``t_squared: true`` gives Hinton et al.'s scaling instead).
+- A constant λ (``lam_by_tasks: true`` multiplies it by the number of old tasks, which with ``t_squared`` is van de
+  Ven et al. 2019's weighting (1/t)·CE + (1 − 1/t)·T²·KD up to the factor 1/t that Adam does not see).
 - Scenarios: task-incremental has one old head per earlier task (``model.logits(features, k)``, k < t).
   Class-incremental has one shared head: there is a single term over the classes the teacher knew (the shared
   head's first Σ_{k<t} n_k outputs, one softmax over all of them, as van de Ven et al. 2019 do).
@@ -45,6 +47,8 @@ class Params(base.Params):
     head_reduction: Literal["sum", "mean"] = Field(
         "sum", description="combine the old heads' distillation terms by their sum (METHODS.md) or their mean")
     t_squared: bool = Field(False, description="multiply the distillation by T² (Hinton 2015; Li & Hoiem do not)")
+    lam_by_tasks: bool = Field(False, description="multiply λ by the number of old tasks: van de Ven et al. 2019's "
+                               "(1/t)·CE + (1 − 1/t)·distillation, up to the overall factor 1/t")
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -90,7 +94,8 @@ class LwF(Method):
         with torch.no_grad():
             teacher_features = self.teacher.features(x)
         if self.params.lam > 0:
-            loss = loss + self.params.lam * self.distillation(features, logits, teacher_features)
+            lam = self.params.lam * (len(self.old_tasks) if self.params.lam_by_tasks else 1)
+            loss = loss + lam * self.distillation(features, logits, teacher_features)
         return loss + self.feature_penalty(features, teacher_features)
 
     # --- the distillation term ---
