@@ -162,7 +162,8 @@ def main() -> int:
     markdown = "\n".join([
         "## gs-mask (document 000): group-sparse filter masks with and without meta-iteration",
         "",
-        f"Command: `{command}` (from the repository root; took {elapsed / 60:.1f} min, torch.set_num_threads"
+        f"Command: `{command}` (from the repository root; this invocation took {elapsed / 60:.1f} min, finished runs "
+        f"reused; torch.set_num_threads"
         f"({args.threads}), {torch.__version__}). Mean ± std over seeds {seeds} (pmnist: {pmnist_seeds}).",
         "",
         f"Protocol: {protocol}: {args.epochs} epoch(s) per task, train_fraction {args.train_fraction}, test_fraction "

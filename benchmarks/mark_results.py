@@ -144,7 +144,8 @@ def main() -> int:
         "",
         f"Measured {datetime.date.today().isoformat()} on {machine}.",
         "",
-        f"Command: `{command}` (run from the repository root; took {elapsed / 60:.1f} min)",
+        f"Command: `{command}` (run from the repository root; this invocation took {elapsed / 60:.1f} min; runs "
+        "already finished in --out are reused, their training time is in the table)",
         "",
         f"Protocol: `configs/mark_split_fmnist.yml` / `configs/mark_split_mnist.yml` (task-incremental, images "
         f"padded to 3×32×32, validation 0.1, batch 64, 2 epochs of F^t, 4 of KB + C^1, 2 + 2 of M^t + C^t, "

@@ -190,6 +190,12 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     store.write_json(other / "results.json", {**results, "benchmark": "split-mnist"})
     assert main(["report", str(root / "runs"), str(other), "--out", str(tmp_path / "r.html")]) == 2
     assert "different benchmarks: quickstart (3 runs), split-mnist (1 run)" in capsys.readouterr().err
+    old = tmp_path / "old"
+    shutil.copytree(next((root / "runs").glob("*ewc*")), old)
+    store.write_json(old / "results.json", {k: v for k, v in results.items() if k != "acc_matrix"})
+    assert main(["report", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "results.json' lacks acc_matrix" in err and len(err.strip().splitlines()) == 1
     damaged = tmp_path / "compare-x"
     damaged.mkdir()
     (damaged / "runs.json").write_text("{")
