@@ -11,9 +11,8 @@ authors' released code steps the other way); (5) retrain M^t and C^t for ``train
 Choices: w_k is the adapted copy's accuracy on a second random batch of the task, not on the batch it fitted
 (equal weights if every w_k is 0); the inner loop is SGD at lr_inner without momentum, with the gradient-norm clip
 of the other phases (unclipped, a copy can diverge to NaN on its single batch), and a copy whose weights are not
-finite is left out of the update; every other
-phase is SGD with this section's lr_task, momentum, weight decay and gradient-norm clip (``train.lr``,
-``train.optimizer`` and friends are not used). Internal phases shuffle with a generator seeded from the global RNG,
+finite is left out of the update; every other phase is SGD with this section's lr_task, momentum, weight decay and
+gradient-norm clip (``train.lr``, ``train.optimizer`` and friends are not used). Internal phases shuffle with a generator seeded from the global RNG,
 which the loop checkpoints, so an interrupted run resumes identically.
 """
 
