@@ -49,6 +49,14 @@ PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
     ("pmnist", "domain"): {"ewc": 94.74, "online-ewc": 95.96, "si": 94.75, "lwf": 69.84},
 }
 
+# Why a figure of ours is below the published one (measured, or what was ruled out), printed under its table.
+SHORTFALLS: dict[tuple[str, str, str], str] = {
+    ("split-mnist", "class", "lwf"): (
+        "not explained. The loss is weighted as van de Ven et al.'s code weights it ((1/t)·CE + (1 − 1/t)·T²·KD); "
+        "with λ 1 and no T² it was 19.95 ± 0.01 (3 seeds, the measurement of 2026-11-21), so the weighting is not the "
+        "cause. Not ruled out: our Adam restarts at every task (fresh moments) and our inputs are standardised."),
+}
+
 PAPER_METHODS = ["naive", "joint", "ewc", "online-ewc", "si", "lwf", "mas"]
 ALL_METHODS = ["naive", "joint", "ewc", "online-ewc", "si", "mas", "mas-alpha", "lwf", "ebll", "imm-mean",
                "imm-mode", "mas-slni", "ewc-slni"]
@@ -128,6 +136,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def table(protocol: str, scenario: str, methods: list[str], done: dict[tuple, list[dict]]) -> list[str]:
     published = PUBLISHED.get((protocol, scenario), {})
+    below: list[str] = []
     lines = ["| method | runs | ACC % (ours) | published ACC % | ours − published | BWT % | train s / run |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for method in methods:
@@ -142,7 +151,10 @@ def table(protocol: str, scenario: str, methods: list[str], done: dict[tuple, li
         diff = f"{acc[0] - pub:+.2f}" if pub is not None else ""
         lines.append(f"| {method} | {len(runs)} | {acc[0]:.2f} ± {acc[1]:.2f} | {pub_text} | {diff} | "
                      f"{bwt[0]:.2f} ± {bwt[1]:.2f} | {seconds:.0f} |")
-    return lines
+        if pub is not None and acc[0] < pub - 0.5:
+            below.append(f"- {method}, {acc[0] - pub:+.2f}: "
+                         + SHORTFALLS.get((protocol, scenario, method), "not explained yet."))
+    return lines + (["", "Below the published figure by more than 0.5 points:", "", *below] if below else [])
 
 
 def main() -> None:
