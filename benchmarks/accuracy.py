@@ -53,7 +53,7 @@ PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
 SHORTFALLS: dict[tuple[str, str, str], str] = {
     ("split-mnist", "class", "lwf"): (
         "not explained. The loss is weighted as van de Ven et al.'s code weights it ((1/t)·CE + (1 − 1/t)·T²·KD); "
-        "with λ 1 and no T² it was 19.95 ± 0.01 (3 seeds, the measurement of 2026-11-21), so the weighting is not the "
+        "with λ 1 and no T² it was 19.95 ± 0.01 (3 seeds, the previous measurement), so the weighting is not the "
         "cause. Not ruled out: our Adam restarts at every task (fresh moments) and our inputs are standardised."),
 }
 
