@@ -57,7 +57,7 @@ SHORTFALLS: dict[tuple[str, str, str], str] = {
         "cause. Not ruled out: our Adam restarts at every task (fresh moments) and our inputs are standardised."),
     ("pmnist", "domain", "ewc"): (
         "not established. The run forgets mostly the late tasks (final row: tasks 8 and 9 at 71 % and 64 %, task 1 at "
-        "84 %) with λ·(mean Fisher) between 1e-3 and 4e-2, a weak penalty; on split MNIST our Fisher needed 100-1000× "
+        "84 %) with λ·(mean Fisher per parameter) between 1.5e-3 (task 1) and 5.6e-2 (task 10), a weak penalty; on split MNIST our Fisher needed 100-1000× "
         "the authors' λ (the `ewc-lambda` table), and the authors' λ 100 is used here. A λ grid on this protocol "
         "(about 35 minutes per run on this machine) was not run. Issue #3 also quotes these figures as task-IL, "
         "where they would be easier to reach; we compare with our domain-IL runs."),
