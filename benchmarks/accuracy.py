@@ -8,6 +8,7 @@ publish them, see ``HYPERPARAMETERS``):
 - ``split-fmnist``: the same protocol on Fashion-MNIST (pairs (0,1), (2,3), ...), for every method.
 - ``pmnist``: 10 permutations of MNIST, MLP 2×1000, Adam lr 1e-4, batch 128, 5000 iterations per task,
   domain-incremental (one shared 10-way head), the scenario of the published permuted-MNIST figures.
+- ``ewc-lambda`` / ``pmnist-ewc-lambda``: EWC at other λ on split MNIST task-IL / permuted MNIST domain-IL, seed 0.
 
 Every run is an ordinary ``lifelong`` run directory under ``--out`` (named after its config), so an interrupted
 reproduction continues where it stopped and finished runs are not trained again. Runs go to ``--workers``
@@ -102,12 +103,16 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "pmnist": {"benchmark": "pmnist", "scenarios": ["domain"], "methods": ["naive", "ewc", "online-ewc", "si", "lwf"],
                "hidden": [1000, 1000], "lr": 1e-4, "iterations": 5000},
 }
+# EWC's λ on permuted MNIST (domain-IL, seed 0), beside the authors' 100: does a stronger penalty close the gap?
+PMNIST_LAMBDA_GRID = [1e4]
+PROTOCOLS["pmnist-ewc-lambda"] = {**PROTOCOLS["pmnist"], "methods": [f"ewc@{lam:g}" for lam in PMNIST_LAMBDA_GRID]}
+BASE_PROTOCOL = {"ewc-lambda": "split-mnist", "pmnist-ewc-lambda": "pmnist"}
 
 
 
 def run_config(protocol: str, scenario: str, method: str, seed: int, data_dir: str, out: str) -> dict[str, Any]:
-    if protocol == "ewc-lambda":  # method is "ewc@<λ>"
-        raw = run_config("split-mnist", scenario, "ewc", seed, data_dir, out)
+    if protocol in BASE_PROTOCOL:  # method is "ewc@<λ>"
+        raw = run_config(BASE_PROTOCOL[protocol], scenario, "ewc", seed, data_dir, out)
         raw["ewc"] = {"lam": float(method.split("@")[1])}
         return raw
     spec = PROTOCOLS[protocol]
@@ -186,7 +191,7 @@ def main() -> None:
 
     jobs = []
     for protocol in protocols:
-        seeds = {"pmnist": args.pmnist_seeds, "ewc-lambda": "0"}.get(protocol, args.seeds)
+        seeds = {"pmnist": args.pmnist_seeds, "ewc-lambda": "0", "pmnist-ewc-lambda": "0"}.get(protocol, args.seeds)
         for seed in [int(s) for s in seeds.split(",")]:
             for scenario in PROTOCOLS[protocol]["scenarios"]:
                 for method in PROTOCOLS[protocol]["methods"]:
