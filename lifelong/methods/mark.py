@@ -128,8 +128,9 @@ class MARK(Method):
             self.meta_accuracy.append([])
             self.meta_diverged.append(0)
             for _ in range(p.meta_epochs):
-                weights = self.meta_update(view, generator)
+                weights = self.meta_update(view, generator)  # one per finite copy
                 self.meta_accuracy[-1].append(sum(weights) / len(weights) if weights else 0.0)
+                self.meta_diverged[-1] += p.mini_tasks - len(weights)
         self.optimizer = self.make_optimizer()
 
     def train_extractor(self, task: Task, view: TaskView, generator: torch.Generator) -> None:
@@ -142,11 +143,9 @@ class MARK(Method):
 
     def meta_update(self, view: TaskView, generator: torch.Generator) -> list[float]:
         """Phase (4), once: adapt mini_tasks copies of the KB, step the KB towards the finite ones (a diverged copy
-        would turn the whole KB into NaN); returns their w_k."""
+        would turn the whole KB into NaN); returns the w_k of the finite copies."""
         copies = [self.adapt(view, generator) for _ in range(self.params.mini_tasks)]
         finite = [(thetas, w) for thetas, w in copies if all(torch.isfinite(q).all() for q in thetas)]
-        if self.meta_diverged:
-            self.meta_diverged[-1] += len(copies) - len(finite)
         if finite:
             reptile_step(list(self.model.kb.parameters()), [t for t, _ in finite], [w for _, w in finite],
                          self.params.lr_meta)
