@@ -155,6 +155,27 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_its_gradient_is_the_direct_sum():
     assert torch.allclose(grad, direct_grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_training_a_new_task_leaves_the_old_head_exactly_where_it_was(optimizer):
+    """The penalty's gradient goes only where the task loss reached: with weight decay and momentum on, task 0's
+    head gets no .grad during task 1, so the optimizer does not touch it (as under naive fine-tuning)."""
+    method = EWC(build_network, EWC.Params(lam=30.0),
+                 TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.0 if optimizer == "adam" else 0.9,
+                             weight_decay=0.1))
+    views = [make_view(0, classes=2), make_view(1)]
+    method.before_task(views[0].task)
+    for _ in range(3):
+        method.train_step(views[0].inputs(slice(None)), views[0].targets, 0)
+    method.after_task(views[0].task, views[0])
+    head = {n: p.detach().clone() for n, p in method.model.head(0).named_parameters()}
+    backbone = flatten(method.model.backbone, parameter_names(method.model.backbone)).clone()
+    method.before_task(views[1].task)
+    for _ in range(3):
+        method.train_step(views[1].inputs(slice(None)), views[1].targets, 1)
+    assert all(torch.equal(p, head[n]) for n, p in method.model.head(0).named_parameters())
+    assert not torch.equal(flatten(method.model.backbone, parameter_names(method.model.backbone)), backbone)
+
+
 def test_online_fisher_decays_with_gamma_and_the_anchor_is_the_latest_parameters():
     lam, gamma = 8.0, 0.5
     method = OnlineEWC(build_network, OnlineEWC.Params(lam=lam, gamma=gamma), TrainConfig())

@@ -148,11 +148,34 @@ def test_add_gradient_equals_backpropagating_the_penalty(net):
     penalty.set_terms(names, terms)
     penalty(net).backward()
     by_autograd = [p.grad.clone() for p in net.parameters()]
-    net.zero_grad(set_to_none=True)
+    for p in net.parameters():  # as if the task loss had reached every parameter with a zero gradient
+        p.grad = torch.zeros_like(p)
     penalty.add_gradient_(net)
     assert all(torch.allclose(p.grad, a, rtol=1e-5, atol=1e-6) for p, a in zip(net.parameters(), by_autograd))
     single = QuadraticPenalty()
     single.set_terms(names, [(3.0, torch.rand_like(theta), theta)])
-    net.zero_grad(set_to_none=True)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
     single.add_gradient_(net)
     assert all(torch.count_nonzero(p.grad) == 0 for p in net.parameters())  # exactly zero at the anchor
+
+
+def test_add_gradient_leaves_parameters_the_task_loss_did_not_reach_alone(net):
+    """Another task's head has no .grad: it keeps none, so the optimizer skips it as under plain fine-tuning."""
+    names = parameter_names(net)
+    theta = flatten(net, names).detach()
+    penalty = QuadraticPenalty()
+    penalty.set_terms(names, [(1.0, torch.ones_like(theta), theta + 1.0)])  # pulls every parameter
+    params = list(net.parameters())
+    for p in params[:-1]:
+        p.grad = torch.zeros_like(p)
+    params[-1].grad = None
+    penalty.add_gradient_(net)
+    assert params[-1].grad is None
+    assert all(torch.allclose(p.grad, torch.full_like(p, -2.0)) for p in params[:-1])  # 2 (θ − (θ + 1))
+    for p in params:
+        p.grad = None
+    penalty.add_gradient_(net)  # nothing reached: nothing to do
+    assert all(p.grad is None for p in params)
+
+

@@ -64,7 +64,8 @@ class QuadraticPenalty:
         self.center: torch.Tensor | None = None  # m, flat
         self.linear: torch.Tensor | None = None  # B, flat
         self.constant = torch.zeros(())  # C
-        self._views: tuple[list[torch.Tensor], ...] | None = None
+        self._views: tuple[list[torch.Tensor], ...] | None = None  # parameters, A, m, B per tensor
+        self._reached: dict[tuple[bool, ...], tuple[list[torch.Tensor], ...]] = {}  # see ``reached``
 
     @property
     def active(self) -> bool:
@@ -87,37 +88,47 @@ class QuadraticPenalty:
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
         """The penalty's value at the model's current parameters (differentiable)."""
-        params = dict(model.named_parameters())
-        tensors = [params[n] for n in self.names]
-        return _QuadraticFunction.apply(self._views_for(model), self.constant, *tensors)
+        tensors, *views = self._views_for(model)
+        return _QuadraticFunction.apply(views, self.constant, *tensors)
 
     def add_gradient_(self, model: torch.nn.Module, keep_original: bool = False) -> None:
-        """Add the penalty's gradient 2 (A θ − B) to the parameters' ``.grad`` (what backpropagating it would add).
+        """Add the penalty's gradient 2 (A θ − B) to the ``.grad`` of the parameters the task loss reached.
 
+        Parameters without a ``.grad`` (another task's head) are left without one, so the optimizer skips them
+        as under plain fine-tuning: no weight decay and no stale Adam step moves them. They have not moved since
+        the anchors were set, so the gradient they would get is zero anyway whenever one term covers them.
         ``keep_original``: write the sums into new ``.grad`` tensors and leave the old ones untouched, so a caller
         holding them keeps the task loss's gradient without copying it (SI's path integral needs it).
         """
-        params = dict(model.named_parameters())
-        tensors = [params[n] for n in self.names]
-        weights, _, linears = self._views_for(model)
-        for p in tensors:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in tensors]
+        params, weights, linears = self.reached(model)
+        if not params:
+            return
+        grads = [p.grad for p in params]
         with torch.no_grad():
             if keep_original:
-                grads = torch._foreach_addcmul(grads, weights, tensors, value=2.0)
-                for p, g in zip(tensors, grads):
+                grads = torch._foreach_addcmul(grads, weights, params, value=2.0)
+                for p, g in zip(params, grads):
                     p.grad = g
             else:
-                torch._foreach_addcmul_(grads, weights, tensors, value=2.0)
+                torch._foreach_addcmul_(grads, weights, params, value=2.0)
             torch._foreach_add_(grads, linears, alpha=-2.0)
 
+    def reached(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """The parameters of ``names`` that have a ``.grad``, with their A and B views (cached per pattern)."""
+        params, weights, _, linears = self._views_for(model)
+        key = tuple(p.grad is not None for p in params)
+        if key not in self._reached:
+            keep = [i for i, has_grad in enumerate(key) if has_grad]
+            self._reached[key] = tuple([items[i] for i in keep] for items in (params, weights, linears))
+        return self._reached[key]
+
     def _views_for(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:
-        """A, m and B as tensors shaped like the parameters (views of the flat vectors)."""
+        """The parameters in ``names`` order, and A, m and B as tensors shaped like them (views of the flat vectors)."""
         if self._views is None:
-            self._views = tuple(list(unflatten(model, self.names, v).values())
-                                for v in (self.weight, self.center, self.linear))
+            params = dict(model.named_parameters())
+            self._views = ([params[n] for n in self.names],
+                           *(list(unflatten(model, self.names, v).values())
+                             for v in (self.weight, self.center, self.linear)))
         return self._views
 
     def state_dict(self) -> dict:

@@ -60,7 +60,7 @@ class SI(Method):
         self.start: torch.Tensor | None = None  # θ when the current task started
         self.importance_sums: list[float] = []  # Σ Ω after each task, for the report
         self.penalty = QuadraticPenalty()
-        self._views: _WorkViews | None = None  # work buffers of train_step, rebuilt when ω is replaced
+        self._views: tuple[_WorkViews, dict] | None = None  # work buffers of train_step, rebuilt when ω is replaced
 
     # --- hooks ---
     def before_task(self, task: Task) -> None:
@@ -88,10 +88,7 @@ class SI(Method):
         task_loss = self.task_loss(x, y, task_ids)
         task_loss.backward()
         with torch.no_grad():
-            views = self._work_views()
-            moving = [i for i, p in enumerate(views.params) if p.grad is not None]
-            params = [views.params[i] for i in moving]
-            theta, omega = [views.theta[i] for i in moving], [views.omega[i] for i in moving]
+            params, theta, omega = self._reached()
             grads = [p.grad for p in params]  # g; optimizers never write into .grad
             torch._foreach_copy_(theta, params)
             if self.penalty.active:  # into new .grad tensors, so ``grads`` stays the task loss's gradient
@@ -101,8 +98,9 @@ class SI(Method):
             torch._foreach_addcmul_(omega, grads, theta)  # ω += −g·Δθ
         return task_loss.detach()
 
-    def _work_views(self) -> _WorkViews:
-        """The parameters in ``names`` order, with per-parameter views of ω and of a flat work buffer for θ."""
+    def _reached(self) -> _WorkViews:
+        """The parameters that received a gradient (in ``names`` order), with per-parameter views of a flat work
+        buffer for θ and of ω; cached per pattern of reached parameters until ω is replaced."""
         if self._views is None:
             named = dict(self.model.named_parameters())
             params = [named[n] for n in self.names]
@@ -110,8 +108,13 @@ class SI(Method):
             def views(flat: torch.Tensor) -> list[torch.Tensor]:
                 return [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
 
-            self._views = _WorkViews(params, views(torch.empty_like(self.omega)), views(self.omega))
-        return self._views
+            self._views = (_WorkViews(params, views(torch.empty_like(self.omega)), views(self.omega)), {})
+        every, reached = self._views
+        key = tuple(p.grad is not None for p in every.params)
+        if key not in reached:
+            keep = [i for i, has_grad in enumerate(key) if has_grad]
+            reached[key] = _WorkViews(*([items[i] for i in keep] for items in every))
+        return reached[key]
 
     def after_task(self, task: Task, train: TaskView) -> None:
         with torch.no_grad():
