@@ -65,6 +65,9 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    reset_optimizer: bool = Field(True, description="start every task with a fresh optimizer; false carries its "
+                                  "state (Adam's moments, SGD's momentum) over to the next task for the parameters "
+                                  "that stay, as van de Ven et al. 2019's code does")
 
 
 class Config(Strict):
@@ -131,7 +134,8 @@ class Config(Strict):
 
 
 # (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.
-KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False)]
+KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
+                                                ("train", "reset_optimizer", True)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:

@@ -66,6 +66,47 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny, tmp_path, method
     assert events.count("task") == 3 and events.count("epoch") == 6
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_reset_optimizer_false_carries_the_optimizer_state_into_the_next_task(optimizer):
+    from lifelong.config import TrainConfig
+    from lifelong.methods.naive import Naive
+    from lifelong.models import build_backbone
+    from lifelong.models.heads import Network
+
+    from conftest import make_view
+
+    views = [make_view(0), make_view(1)]
+
+    def trained(reset):
+        torch.manual_seed(0)
+        build = lambda: Network(build_backbone("mlp", (1, 3, 3), hidden=[4]), "task", [2, 2])  # noqa: E731
+        method = Naive(build, Naive.Params(), TrainConfig(optimizer=optimizer, momentum=0.9 * (optimizer == "sgd"),
+                                                          reset_optimizer=reset))
+        method.before_task(views[0].task)
+        for _ in range(3):
+            method.train_step(views[0].inputs(slice(None)), views[0].targets, 0)
+        before = {p: {k: v.clone() for k, v in method.optimizer.state[p].items()} for p in method.model.backbone.parameters()}
+        method.before_task(views[1].task)
+        return method, before
+
+    method, before = trained(reset=False)
+    for p, state in before.items():  # the backbone's moments (and Adam's step count) go on
+        assert state and all(torch.equal(method.optimizer.state[p][k], v) for k, v in state.items())
+    assert not any(method.optimizer.state[p] for p in method.model.head(1).parameters())  # new head: fresh
+    method, _ = trained(reset=True)
+    assert not any(method.optimizer.state[p] for p in method.model.parameters())
+
+
+@pytest.mark.parametrize("crash_at", [(1, 0), (2, 1)])
+def test_resume_with_carried_optimizer_state_equals_an_uninterrupted_run(tiny, tmp_path, crash_at, crash_and_resume):
+    config = dict(train={"reset_optimizer": False})
+    _, reference = lifelong.run(tiny(out=str(tmp_path / "ref"), **config))
+    _, fresh = lifelong.run(tiny(out=str(tmp_path / "fresh")))
+    assert reference["acc_matrix"] != fresh["acc_matrix"]
+    _, resumed = crash_and_resume(tiny(out=str(tmp_path / "crash"), **config), [crash_at])
+    assert resumed["acc_matrix"] == reference["acc_matrix"]
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
     """A real process killed with SIGKILL mid-run continues to the same accuracy matrix."""
     config = tiny(out=str(tmp_path / "killed"), data={"max_tasks": 4, "train_fraction": 1.0},

@@ -56,9 +56,15 @@ class Method:
         return [task]
 
     def before_task(self, task: Task) -> None:
-        """Reach the task's classes and start a fresh optimizer."""
+        """Reach the task's classes and start a fresh optimizer (``train.reset_optimizer``; else the new one
+        takes over the old one's state for the parameters both hold)."""
         self.model.start_task(task.id)
-        self.optimizer = self.make_optimizer()
+        previous, self.optimizer = self.optimizer, self.make_optimizer()
+        if previous is not None and not self.train_config.reset_optimizer:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    if p in previous.state:
+                        self.optimizer.state[p] = previous.state[p]
 
     def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
         """Called before each training epoch (``epoch`` = epochs of ``task`` already done), e.g. for periodic

@@ -17,7 +17,10 @@ Choices made here (each a Param where it is a real alternative):
   Ven et al. 2019's weighting (1/t)·CE + (1 − 1/t)·T²·KD up to the factor 1/t that Adam does not see).
 - Scenarios: task-incremental has one old head per earlier task (``model.logits(features, k)``, k < t).
   Class-incremental has one shared head: there is a single term over the classes the teacher knew (the shared
-  head's first Σ_{k<t} n_k outputs, one softmax over all of them, as van de Ven et al. 2019 do).
+  head's first Σ_{k<t} n_k outputs, one softmax over all of them). The student's softmax covers the same classes
+  (``student_classes: old``), or every class seen so far with target probability 0 on the new ones
+  (``student_classes: seen``, van de Ven et al. 2019's code): then the distillation also pulls the new classes'
+  probabilities down on the new task's inputs, against the cross-entropy's bias towards them.
   Domain-incremental: a single term over the whole shared head.
 
 One teacher forward per batch: the teacher's features are computed once (under ``no_grad``) and every old head
@@ -49,11 +52,15 @@ class Params(base.Params):
     t_squared: bool = Field(False, description="multiply the distillation by T² (Hinton 2015; Li & Hoiem do not)")
     lam_by_tasks: bool = Field(False, description="multiply λ by the number of old tasks: van de Ven et al. 2019's "
                                "(1/t)·CE + (1 − 1/t)·distillation, up to the overall factor 1/t")
+    student_classes: Literal["old", "seen"] = Field(
+        "old", description="class-incremental: the student's softmax in the distillation over the classes the "
+        "teacher knew (old) or over every class seen so far, the new ones with target 0 (seen; van de Ven et al.)")
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over the batch of KL(softmax(teacher/T) ‖ softmax(student/T))."""
-    log_q = F.log_softmax(student / temperature, dim=1)
+    """Mean over the batch of KL(softmax(teacher/T) ‖ softmax(student/T)). The student may have more outputs than
+    the teacher (its first ones match the teacher's): the target puts probability 0 on the extra ones."""
+    log_q = F.log_softmax(student / temperature, dim=1)[:, : teacher.shape[1]]
     log_p = F.log_softmax(teacher / temperature, dim=1)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
 
@@ -119,7 +126,8 @@ class LwF(Method):
         T = self.params.temperature
         with torch.no_grad():
             targets = self.old_outputs(self.teacher, teacher_features)
-        students = self.old_outputs(self.model, features, logits)
+        seen = self.model.scenario == "class" and self.params.student_classes == "seen"
+        students = [logits] if seen else self.old_outputs(self.model, features, logits)
         total = sum(soft_kl(s, t, T) for s, t in zip(students, targets))
         if self.params.head_reduction == "mean":
             total = total / len(students)
