@@ -49,6 +49,16 @@ def relayout(model: torch.nn.Module, vector: torch.Tensor, old: list[str], new: 
     return torch.cat([pieces[n] if n in pieces else vector.new_zeros(sizes[n]) for n in new])
 
 
+def with_gradient(cache: dict, params: list[torch.Tensor], *aligned: list[torch.Tensor]) -> tuple[list, ...]:
+    """The ``params`` that have a ``.grad`` (those the task loss reached), and the matching items of each list in
+    ``aligned``; the selection is cached in ``cache`` per pattern of reached parameters."""
+    key = tuple(p.grad is not None for p in params)
+    if key not in cache:
+        keep = [i for i, has_grad in enumerate(key) if has_grad]
+        cache[key] = tuple([items[i] for i in keep] for items in (params, *aligned))
+    return cache[key]
+
+
 class QuadraticPenalty:
     """Σ_k c_k Σ_i Ω_k,i (θ_i − θ*_k,i)², folded into A (θ − m)² + C.
 
@@ -113,14 +123,10 @@ class QuadraticPenalty:
                 torch._foreach_addcmul_(grads, weights, params, value=2.0)
             torch._foreach_add_(grads, linears, alpha=-2.0)
 
-    def reached(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """The parameters of ``names`` that have a ``.grad``, with their A and B views (cached per pattern)."""
+    def reached(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """The parameters of ``names`` that have a ``.grad``, with their A and B views."""
         params, weights, _, linears = self._views_for(model)
-        key = tuple(p.grad is not None for p in params)
-        if key not in self._reached:
-            keep = [i for i, has_grad in enumerate(key) if has_grad]
-            self._reached[key] = tuple([items[i] for i in keep] for items in (params, weights, linears))
-        return self._reached[key]
+        return with_gradient(self._reached, params, weights, linears)
 
     def _views_for(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:
         """The parameters in ``names`` order, and A, m and B as tensors shaped like them (views of the flat vectors)."""

@@ -29,7 +29,7 @@ from lifelong.data.batches import TaskView
 from lifelong.data.scenarios import Task
 from lifelong.methods import base
 from lifelong.methods.base import Method
-from lifelong.methods.importance import QuadraticPenalty, flatten, parameter_names, unflatten
+from lifelong.methods.importance import QuadraticPenalty, flatten, parameter_names, unflatten, with_gradient
 
 
 class _WorkViews(NamedTuple):
@@ -109,12 +109,8 @@ class SI(Method):
                 return [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in params]), params)]
 
             self._views = (_WorkViews(params, views(torch.empty_like(self.omega)), views(self.omega)), {})
-        every, reached = self._views
-        key = tuple(p.grad is not None for p in every.params)
-        if key not in reached:
-            keep = [i for i, has_grad in enumerate(key) if has_grad]
-            reached[key] = _WorkViews(*([items[i] for i in keep] for items in every))
-        return reached[key]
+        every, cache = self._views
+        return _WorkViews(*with_gradient(cache, *every))
 
     def after_task(self, task: Task, train: TaskView) -> None:
         with torch.no_grad():
