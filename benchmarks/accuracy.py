@@ -130,14 +130,16 @@ PROTOCOLS["pmnist-task"] = {**PROTOCOLS["pmnist"], "scenarios": ["task"], "metho
 PROTOCOLS["pmnist-ewc-lambda"] = {**PROTOCOLS["pmnist"], "methods": [f"ewc@{lam:g}" for lam in PMNIST_LAMBDA_GRID],
                                   "seeds": "0"}
 # LwF class-incremental on split MNIST with what van de Ven et al.'s code does differently from ours (method names
-# ``lwf@<variant>+<variant>``): the student's softmax over every class seen so far in the distillation, and Adam's
-# moments carried from task to task instead of a fresh optimizer per task.
+# ``lwf@<variant>+<variant>``): the student's softmax over every class seen so far in the distillation, Adam's
+# moments carried from task to task instead of a fresh optimizer per task, raw pixels instead of standardised ones.
 LWF_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "seen-classes": {"lwf": {"student_classes": "seen"}},
     "adam-carried": {"train": {"reset_optimizer": False}},
+    "raw-inputs": {"data": {"normalize": False}},
 }
 PROTOCOLS["lwf-class"] = {**PROTOCOLS["split-mnist"], "scenarios": ["class"],
-                          "methods": ["lwf@seen-classes", "lwf@adam-carried", "lwf@seen-classes+adam-carried"]}
+                          "methods": ["lwf@seen-classes", "lwf@adam-carried", "lwf@seen-classes+adam-carried",
+                                      "lwf@seen-classes+adam-carried+raw-inputs"]}
 PUBLISHED[("lwf-class", "class")] = {m: PUBLISHED[("split-mnist", "class")]["lwf"]
                                      for m in PROTOCOLS["lwf-class"]["methods"]}
 BASE_PROTOCOL = {"ewc-lambda": "split-mnist", "pmnist-ewc-lambda": "pmnist", "lwf-class": "split-mnist"}

@@ -40,6 +40,8 @@ class DataConfig(Strict):
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on training batches")
     rgb32: bool = Field(False, description="pad images to 32×32 and repeat grey ones to 3 channels (MNIST → 3×32×32)")
+    normalize: bool = Field(True, description="standardise inputs per channel with the training images' mean and "
+                            "std; false feeds raw pixels in [0, 1] (e.g. van de Ven et al. 2019's MNIST protocols)")
 
 
 class ModelConfig(BaseModel):
@@ -135,7 +137,7 @@ class Config(Strict):
 
 # (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.
 KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
-                                                ("train", "reset_optimizer", True)]
+                                                ("data", "normalize", True), ("train", "reset_optimizer", True)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:

@@ -94,6 +94,18 @@ def test_quickstart_benchmark_shapes():
     assert len(b.tasks[0].train) == 540 and len(b.tasks[0].val) == 60 and len(b.tasks[0].test) == 200
 
 
+def test_normalize_false_feeds_raw_pixels_in_zero_one():
+    from lifelong.data.batches import TaskView
+
+    raw, standard = (build_benchmark(DataConfig(normalize=n), seed=0).tasks[0] for n in (False, True))
+    images = raw.train.images[:50]
+    x = TaskView(raw, raw.train, torch.device("cpu")).inputs(slice(0, 50))
+    assert torch.allclose(x, images.float() / 255.0)
+    z = TaskView(standard, standard.train, torch.device("cpu")).inputs(slice(0, 50))
+    mean, std = standard.mean[0], standard.std[0]
+    assert mean > 0.1 and torch.allclose(z, (images.float() / 255.0 - mean) / std, atol=1e-5)
+
+
 def test_benchmark_registry_has_the_named_benchmarks():
     assert {"quickstart", "split-mnist", "split-fmnist", "pmnist", "permuted-fmnist", "split-cifar10",
             "split-cifar100", "multi", "mini-imagenet"} <= set(BENCHMARKS)

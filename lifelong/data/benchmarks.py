@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Callable
 
@@ -141,6 +141,8 @@ def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     scenario = cfg.scenario or spec.scenario
     tasks = scenarios.finalize(spec.build(cfg, seed), scenario, seed, cfg.validation, cfg.train_fraction,
                                cfg.max_tasks, cfg.test_fraction)
+    if not cfg.normalize:  # raw pixels in [0, 1]
+        tasks = [replace(t, mean=(0.0,) * len(t.mean), std=(1.0,) * len(t.std)) for t in tasks]
     return Benchmark(cfg.benchmark, scenario, tasks)
 
 
