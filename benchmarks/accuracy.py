@@ -7,10 +7,12 @@ publish them, see ``HYPERPARAMETERS``):
   validation split; task-incremental (a head per task) and class-incremental (one head over the classes seen).
 - ``split-fmnist``: the same protocol on Fashion-MNIST (pairs (0,1), (2,3), ...), for every method.
 - ``pmnist``: 10 permutations of MNIST, MLP 2×1000, Adam lr 1e-4, batch 128, 5000 iterations per task,
-  domain-incremental (one shared 10-way head). Which of the paper's scenarios its permuted-MNIST figures belong
-  to was not re-checked (issue #3 quotes them as task-IL); see the notes under the table.
-- ``pmnist-task``: the same, task-incremental, EWC (λ 100) and LwF only.
+  domain-incremental (one shared 10-way head); no published figure beside it.
+- ``pmnist-task``: the same, task-incremental (a head per permutation), the scenario of the published figures,
+  with the authors' task-IL settings for EWC, online EWC and SI.
 - ``ewc-lambda`` / ``pmnist-ewc-lambda``: EWC at other λ on split MNIST task-IL / permuted MNIST domain-IL, seed 0.
+- ``lwf-class``: LwF on split MNIST class-incremental with each of van de Ven et al.'s code's differences
+  (``LWF_VARIANTS``), to explain the gap to their class-IL figure.
 
 Every run is an ordinary ``lifelong`` run directory under ``--out`` (named after its config), so an interrupted
 reproduction continues where it stopped and finished runs are not trained again. Runs go to ``--workers``
