@@ -85,7 +85,8 @@ def test_reset_optimizer_false_carries_the_optimizer_state_into_the_next_task(op
         method.before_task(views[0].task)
         for _ in range(3):
             method.train_step(views[0].inputs(slice(None)), views[0].targets, 0)
-        before = {p: {k: v.clone() for k, v in method.optimizer.state[p].items()} for p in method.model.backbone.parameters()}
+        before = {p: {k: v.clone() for k, v in method.optimizer.state[p].items()}
+                  for p in method.model.backbone.parameters()}
         method.before_task(views[1].task)
         return method, before
 

@@ -187,6 +187,22 @@ def test_a_diverged_copy_is_left_out_of_the_meta_update(tmp_path, monkeypatch):
         assert torch.allclose(after, theta + 0.5 * 2.0)  # towards the mean of the two finite copies only
 
 
+def test_before_task_counts_the_diverged_copies_of_each_task(tmp_path, monkeypatch):
+    method, benchmark = method_for(tmp_path, {"mini_tasks": 3, "meta_epochs": 2})
+    adapt = method.adapt
+    calls = iter(range(100))
+
+    def every_third_diverges(*args):
+        thetas, w = adapt(*args)
+        return ([torch.full_like(t, float("nan")) for t in thetas], w) if next(calls) % 3 == 1 else (thetas, w)
+
+    monkeypatch.setattr(method, "adapt", every_third_diverges)
+    method.before_task(benchmark.tasks[0])
+    assert method.meta_diverged == [2]  # one of 3 copies in each of 2 meta epochs
+    assert all(torch.isfinite(q).all() for q in method.model.kb.parameters())
+    assert method.report()["meta_diverged"] == [2]
+
+
 # --- per-task modules, state, resume ---
 
 def test_old_tasks_modules_stay_bit_identical_while_later_tasks_train(tmp_path):

@@ -75,7 +75,7 @@ class QuadraticPenalty:
         self.linear: torch.Tensor | None = None  # B, flat
         self.constant = torch.zeros(())  # C
         self._views: tuple[list[torch.Tensor], ...] | None = None  # parameters, A, m, B per tensor
-        self._reached: dict[tuple[bool, ...], tuple[list[torch.Tensor], ...]] = {}  # see ``reached``
+        self._reached: dict[tuple[bool, ...], tuple[list[torch.Tensor], ...]] = {}  # for ``with_gradient``
 
     @property
     def active(self) -> bool:
@@ -110,7 +110,8 @@ class QuadraticPenalty:
         ``keep_original``: write the sums into new ``.grad`` tensors and leave the old ones untouched, so a caller
         holding them keeps the task loss's gradient without copying it (SI's path integral needs it).
         """
-        params, weights, linears = self.reached(model)
+        params, weights, _, linears = self._views_for(model)
+        params, weights, linears = with_gradient(self._reached, params, weights, linears)
         if not params:
             return
         grads = [p.grad for p in params]
@@ -122,11 +123,6 @@ class QuadraticPenalty:
             else:
                 torch._foreach_addcmul_(grads, weights, params, value=2.0)
             torch._foreach_add_(grads, linears, alpha=-2.0)
-
-    def reached(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:
-        """The parameters of ``names`` that have a ``.grad``, with their A and B views."""
-        params, weights, _, linears = self._views_for(model)
-        return with_gradient(self._reached, params, weights, linears)
 
     def _views_for(self, model: torch.nn.Module) -> tuple[list[torch.Tensor], ...]:
         """The parameters in ``names`` order, and A, m and B as tensors shaped like them (views of the flat vectors)."""
