@@ -117,6 +117,31 @@ def test_omega_and_importance_match_a_hand_stepped_sgd_loop(momentum):
     assert "heads.1.weight" not in after[0] and after[1]["heads.1.weight"].abs().sum() > 0  # the head that grew
 
 
+def test_omega_stays_accurate_when_each_step_is_a_millionth_of_the_weights():
+    """ω accumulates g·θ_before − g·θ_after (two passes instead of three): its float32 rounding error must stay
+    small against Σ −g·Δθ in float64 even when Δθ is ~1e-6 of θ (weights near 3, Adam lr 1e-5)."""
+    method = SI(lambda: build_network(hidden=16), SI.Params(), TrainConfig(optimizer="adam", lr=1e-5))
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(3.0)
+    method.before_task(SimpleNamespace(id=0))
+    params = dict(method.model.named_parameters())
+    names = list(params)
+    reference = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    for x, y in batches(0, 400, seed=3):
+        grads = torch.autograd.grad(F.cross_entropy(method.model(x, 0), y), [params[n] for n in names],
+                                    allow_unused=True)
+        before = {n: p.detach().double() for n, p in params.items()}
+        method.train_step(x, y, 0)
+        for n, g in zip(names, grads):
+            if g is not None:
+                reference[n] -= g.double() * (params[n].detach().double() - before[n])
+    omega = as_dict(method, method.omega)
+    error = sum(float((omega[n].double() - reference[n]).norm()) ** 2 for n in method.names) ** 0.5
+    size = sum(float(reference[n].norm()) ** 2 for n in method.names) ** 0.5
+    assert size > 0 and error / size < 1e-4
+
+
 def test_loss_adds_c_times_importance_weighted_squared_distance():
     method = make_si(c=3.0)
     train_first_task(method)
