@@ -12,7 +12,9 @@ publish them, see ``HYPERPARAMETERS``):
   with the authors' task-IL settings for EWC, online EWC and SI.
 - ``ewc-lambda`` / ``pmnist-ewc-lambda``: EWC at other λ on split MNIST task-IL / permuted MNIST domain-IL, seed 0.
 - ``lwf-class``: LwF on split MNIST class-incremental with each of van de Ven et al.'s code's differences
-  (``LWF_VARIANTS``), to explain the gap to their class-IL figure.
+  (``VARIANTS``), to explain the gap to their class-IL figure.
+- ``pmnist-ewc-raw``: EWC on ``pmnist-task`` with raw pixels in [0, 1] (the authors' inputs) instead of standardised
+  ones, to test whether the input scale explains EWC's gap to the published figure.
 
 Every run is an ordinary ``lifelong`` run directory under ``--out`` (named after its config), so an interrupted
 reproduction continues where it stopped and finished runs are not trained again. Runs go to ``--workers``
@@ -132,10 +134,11 @@ PROTOCOLS["pmnist-task"] = {**PROTOCOLS["pmnist"], "scenarios": ["task"], "metho
                                                 "si": {"si": {"c": 5.0}}}}
 PROTOCOLS["pmnist-ewc-lambda"] = {**PROTOCOLS["pmnist"], "methods": [f"ewc@{lam:g}" for lam in PMNIST_LAMBDA_GRID],
                                   "seeds": "0"}
-# LwF class-incremental on split MNIST with what van de Ven et al.'s code does differently from ours (method names
-# ``lwf@<variant>+<variant>``): the student's softmax over every class seen so far in the distillation, Adam's
-# moments carried from task to task instead of a fresh optimizer per task, raw pixels instead of standardised ones.
-LWF_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+# What van de Ven et al.'s code does differently from ours, as config changes that a protocol in BASE_PROTOCOL applies
+# to its base protocol's run (method names ``<method>@<variant>+<variant>``, or ``<method>@<λ>``):
+# the student's softmax over every class seen so far in LwF's distillation, Adam's moments carried from task to
+# task instead of a fresh optimizer per task, raw pixels instead of standardised ones.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "seen-classes": {"lwf": {"student_classes": "seen"}},
     "adam-carried": {"train": {"reset_optimizer": False}},
     "raw-inputs": {"data": {"normalize": False}},
@@ -149,18 +152,24 @@ PROTOCOLS["lwf-class"] = {**PROTOCOLS["split-mnist"], "scenarios": ["class"],
                                       "lwf@lam-0.16"]}
 PUBLISHED[("lwf-class", "class")] = {m: PUBLISHED[("split-mnist", "class")]["lwf"]
                                      for m in PROTOCOLS["lwf-class"]["methods"]}
-BASE_PROTOCOL = {"ewc-lambda": "split-mnist", "pmnist-ewc-lambda": "pmnist", "lwf-class": "split-mnist"}
+# EWC task-IL on permuted MNIST with the authors' raw pixels (their λ 500 and Fisher were set for those inputs).
+PROTOCOLS["pmnist-ewc-raw"] = {**PROTOCOLS["pmnist-task"], "methods": ["ewc@raw-inputs"]}
+PUBLISHED[("pmnist-ewc-raw", "task")] = {"ewc@raw-inputs": PUBLISHED[("pmnist-task", "task")]["ewc"]}
+BASE_PROTOCOL = {"ewc-lambda": "split-mnist", "pmnist-ewc-lambda": "pmnist", "lwf-class": "split-mnist",
+                 "pmnist-ewc-raw": "pmnist-task"}
 
 
 
 def run_config(protocol: str, scenario: str, method: str, seed: int, data_dir: str, out: str) -> dict[str, Any]:
-    if protocol in BASE_PROTOCOL:  # method is "ewc@<λ>" or "lwf@<variant>+<variant>..."
-        base, variant = method.split("@")
+    if protocol in BASE_PROTOCOL:  # method is "<method>@<λ>" or "<method>@<variant>+<variant>..."
+        base, variants = method.split("@")
         raw = run_config(BASE_PROTOCOL[protocol], scenario, base, seed, data_dir, out)
-        if base == "ewc":
-            raw["ewc"] = {"lam": float(variant)}
-        for name in variant.split("+") if base == "lwf" else []:
-            for section, values in LWF_VARIANTS[name].items():
+        try:
+            changes = [{base: {"lam": float(variants)}}]
+        except ValueError:
+            changes = [VARIANTS[name] for name in variants.split("+")]
+        for change in changes:
+            for section, values in change.items():
                 raw[section] = {**raw.get(section, {}), **values}
         return raw
     spec = PROTOCOLS[protocol]
