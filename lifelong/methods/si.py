@@ -11,8 +11,8 @@ the task loss alone, so its gradient g lands in ``.grad``; ω += g·θ_before (`
 (``QuadraticPenalty.add_gradient_(keep_original=True)``: g stays untouched without a copy; the gradient is exactly
 zero at the anchor, so Adam does not move old heads); step (optimizers never write into ``.grad``); then
 ω −= g·θ_after. Two passes instead of three (copy θ, subtract, multiply-add): the price is one float32 rounding
-of g·θ per step instead of g·Δθ, which stays below 1e-4 of ω even when each step moves θ by a few millionths (tested
-against float64).
+of g·θ per step instead of g·Δθ, which stays below 1e-4 of ω even when each step moves θ by a few millionths
+(tested against float64).
 
 Growth: every vector (ω, Ω, θ*, θ(start)) is laid out in ``names``, the trainable parameters present when the
 current task started. Parameters that appear later (a new task's head) join at the next ``before_task`` with
