@@ -83,7 +83,7 @@ class SI(Method):
         self._set_penalty()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
-        """One step on task loss + penalty; ω += −g·Δθ with g the task loss's gradient alone. Returns the task loss."""
+        """One step on task loss + penalty; ω += −g·Δθ, g the task loss's gradient. Returns the task loss."""
         self.optimizer.zero_grad(set_to_none=True)
         task_loss = self.task_loss(x, y, task_ids)
         task_loss.backward()
