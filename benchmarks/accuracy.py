@@ -13,6 +13,8 @@ publish them, see ``HYPERPARAMETERS``):
 - ``ewc-lambda`` / ``pmnist-ewc-lambda``: EWC at other λ on split MNIST task-IL / permuted MNIST domain-IL, seed 0.
 - ``lwf-class``: LwF on split MNIST class-incremental with each of van de Ven et al.'s code's differences
   (``VARIANTS``), to explain the gap to their class-IL figure.
+- ``lwf-task-mean`` / ``pmnist-lwf-mean``: LwF task-incremental on split MNIST / permuted MNIST with the old heads'
+  distillation terms averaged, as van de Ven et al.'s code does (``lwf.head_reduction=mean``), not summed.
 - ``pmnist-ewc-raw``: EWC on ``pmnist-task`` with raw pixels in [0, 1] (the authors' inputs) instead of standardised
   ones, to test whether the input scale explains EWC's gap to the published figure.
 
@@ -145,6 +147,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     # the first release of their code averaged the distillation over classes too, i.e. divided it by the 4-10
     # classes seen at tasks 2-5 (fixed in May 2019): about λ 0.16 on average
     "lam-0.16": {"lwf": {"lam": 0.16}},
+    # their task-IL distillation averages the old heads' terms: with (1/t)·CE + (1 − 1/t)·T²·mean, i.e.
+    # CE + T²·Σ_k KD_k, where our sum with ``lam_by_tasks`` gives CE + (t − 1)·T²·Σ_k KD_k
+    "head-mean": {"lwf": {"head_reduction": "mean"}},
 }
 PROTOCOLS["lwf-class"] = {**PROTOCOLS["split-mnist"], "scenarios": ["class"],
                           "methods": ["lwf@seen-classes", "lwf@adam-carried", "lwf@seen-classes+adam-carried",
@@ -155,8 +160,13 @@ PUBLISHED[("lwf-class", "class")] = {m: PUBLISHED[("split-mnist", "class")]["lwf
 # EWC task-IL on permuted MNIST with the authors' raw pixels (their λ 500 and Fisher were set for those inputs).
 PROTOCOLS["pmnist-ewc-raw"] = {**PROTOCOLS["pmnist-task"], "methods": ["ewc@raw-inputs"]}
 PUBLISHED[("pmnist-ewc-raw", "task")] = {"ewc@raw-inputs": PUBLISHED[("pmnist-task", "task")]["ewc"]}
+# LwF task-IL with van de Ven et al.'s mean over the old heads.
+PROTOCOLS["lwf-task-mean"] = {**PROTOCOLS["split-mnist"], "scenarios": ["task"], "methods": ["lwf@head-mean"]}
+PROTOCOLS["pmnist-lwf-mean"] = {**PROTOCOLS["pmnist-task"], "methods": ["lwf@head-mean"]}
+PUBLISHED[("lwf-task-mean", "task")] = {"lwf@head-mean": PUBLISHED[("split-mnist", "task")]["lwf"]}
+PUBLISHED[("pmnist-lwf-mean", "task")] = {"lwf@head-mean": PUBLISHED[("pmnist-task", "task")]["lwf"]}
 BASE_PROTOCOL = {"ewc-lambda": "split-mnist", "pmnist-ewc-lambda": "pmnist", "lwf-class": "split-mnist",
-                 "pmnist-ewc-raw": "pmnist-task"}
+                 "pmnist-ewc-raw": "pmnist-task", "lwf-task-mean": "split-mnist", "pmnist-lwf-mean": "pmnist-task"}
 
 
 
