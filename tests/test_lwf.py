@@ -56,6 +56,7 @@ def softmax(z, T=1.0):
 @pytest.mark.parametrize("scenario,counts,params,old_heads", [
     ("task", (2, 3, 2), {"lam": 0.7}, [0, 1]),
     ("task", (2, 3, 2), {"head_reduction": "mean", "t_squared": True, "temperature": 3.0}, [0, 1]),
+    ("task", (2, 3, 2), {"lam_by_tasks": True, "t_squared": True, "head_reduction": "mean"}, [0, 1]),  # van de Ven
     ("class", (2, 2, 2), {}, ["old classes"]),
     ("class", (2, 2, 2), {"lam_by_tasks": True, "t_squared": True}, ["old classes"]),
     ("class", (2, 2, 2), {"lam_by_tasks": True, "t_squared": True, "student_classes": "seen"},  # van de Ven 2019

@@ -13,8 +13,10 @@ Choices made here (each a Param where it is a real alternative):
   readable. Each term is averaged over the batch.
 - Σ over old heads (METHODS.md; ``head_reduction: mean`` divides by their number instead).
 - No T² factor, as in Li & Hoiem's code (``t_squared: true`` gives Hinton et al.'s scaling instead).
-- A constant λ (``lam_by_tasks: true`` multiplies it by the number of old tasks, which with ``t_squared`` is van de
-  Ven et al. 2019's weighting (1/t)·CE + (1 − 1/t)·T²·KD up to the factor 1/t that Adam does not see).
+- A constant λ (``lam_by_tasks: true`` multiplies it by the number of old tasks, which with ``t_squared`` and
+  ``head_reduction: mean`` is van de Ven et al. 2019's weighting (1/t)·CE + (1 − 1/t)·T²·KD, KD their mean over the
+  old heads, up to the factor 1/t that Adam does not see; with one old term (class- and domain-incremental, or
+  task 2) sum and mean agree).
 - Scenarios: task-incremental has one old head per earlier task (``model.logits(features, k)``, k < t).
   Class-incremental has one shared head: there is a single term over the classes the teacher knew (the shared
   head's first Σ_{k<t} n_k outputs, one softmax over all of them). The student's softmax covers the same classes
@@ -51,7 +53,8 @@ class Params(base.Params):
         "sum", description="combine the old heads' distillation terms by their sum (METHODS.md) or their mean")
     t_squared: bool = Field(False, description="multiply the distillation by T² (Hinton 2015; Li & Hoiem do not)")
     lam_by_tasks: bool = Field(False, description="multiply λ by the number of old tasks: van de Ven et al. 2019's "
-                               "(1/t)·CE + (1 − 1/t)·distillation, up to the overall factor 1/t")
+                               "(1/t)·CE + (1 − 1/t)·distillation, up to the overall factor 1/t (their distillation "
+                               "is the mean over old heads: head_reduction mean)")
     student_classes: Literal["old", "seen"] = Field(
         "old", description="class-incremental: the student's softmax in the distillation over the classes the "
         "teacher knew (old) or over every class seen so far, the new ones with target 0 (seen; van de Ven et al.)")
