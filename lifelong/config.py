@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lifelong.errors import UserError
+from lifelong.methods import param_sections
 
 
 class Strict(BaseModel):
@@ -92,27 +93,24 @@ class Config(Strict):
         """Move top-level method sections (``ewc: {...}``) into ``params`` and validate each with its class."""
         if not isinstance(raw, dict):
             return raw
-        from lifelong.methods import PARAM_SECTIONS
-
+        sections = param_sections()
         raw = dict(raw)
         params = dict(raw.pop("params", None) or {})
         for key in [k for k in raw if k not in cls.model_fields]:
-            if key not in PARAM_SECTIONS:
-                valid = sorted(set(cls.model_fields) - {"params"} | set(PARAM_SECTIONS))
+            if key not in sections:
+                valid = sorted(set(cls.model_fields) - {"params"} | set(sections))
                 raise UserError(f"unknown config key '{key}'; valid top-level keys: {', '.join(valid)}")
             params[key] = raw.pop(key) or {}
         for name, section in params.items():
-            if name not in PARAM_SECTIONS:
-                raise UserError(f"unknown method section '{name}'; valid: {', '.join(sorted(PARAM_SECTIONS))}")
-            params[name] = _validate_section(name, PARAM_SECTIONS[name], section)
+            if name not in sections:
+                raise UserError(f"unknown method section '{name}'; valid: {', '.join(sorted(sections))}")
+            params[name] = _validate_section(name, sections[name], section)
         raw["params"] = params
         return raw
 
     def method_params(self, name: str) -> BaseModel:
         """The typed hyperparameters of section ``name`` (defaults where the config is silent)."""
-        from lifelong.methods import PARAM_SECTIONS
-
-        return PARAM_SECTIONS[name](**self.params.get(name, {}))
+        return param_sections()[name](**self.params.get(name, {}))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, method sections at top level (the form written to config.yaml)."""

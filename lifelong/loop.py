@@ -17,17 +17,15 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lifelong import __version__, metrics, store
+from lifelong import __version__, methods, metrics, store
 from lifelong.config import Config, build_config
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark
 from lifelong.errors import UserError
 from lifelong.loggers import open_sink
-from lifelong.methods import METHODS, WITH_SLNI
 from lifelong.methods.base import Method
-from lifelong.models import build_backbone
-from lifelong.models.heads import Network
+from lifelong.models import NetworkFactory
 
 
 @dataclass
@@ -52,29 +50,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_method(cfg: Config, benchmark: Benchmark, device: torch.device) -> Method:
-    """The configured method around a fresh network for the benchmark's tasks and scenario.
-
-    A ``slni`` section turns ``mas`` / ``ewc`` into ``mas-slni`` / ``ewc-slni`` (WITH_SLNI). Each method class
-    reads its hyperparameters from the config (``make_params``: its own section, or two for the SLNI methods).
-    """
-    name = cfg.method
-    if name not in METHODS:
-        raise UserError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
-    if "slni" in cfg.params and name not in WITH_SLNI.values():
-        if name not in WITH_SLNI:
-            raise UserError(f"the slni section combines only with methods {', '.join(WITH_SLNI)} (or "
-                            f"{', '.join(WITH_SLNI.values())}), not '{name}'; remove the section or change the method")
-        name = WITH_SLNI[name]
-    method_class = METHODS[name]
-
-    def build_network(backbone_name: str | None = None, **options: Any) -> Network:
-        """A fresh network around the configured backbone, or around ``backbone_name`` with ``options`` for a
-        method that brings its own (mark's knowledge base)."""
-        name, options = (cfg.model.name, cfg.model.options) if backbone_name is None else (backbone_name, options)
-        backbone = build_backbone(name, benchmark.input_shape, **options)
-        return Network(backbone, benchmark.scenario, benchmark.class_counts, head_seed=cfg.seed).to(device)
-
+    """The configured method (or the variant its sections select) around fresh networks for the benchmark."""
+    method_class = methods.method_class(cfg.method, cfg.params)
+    build_network = NetworkFactory(cfg.model.name, cfg.model.options, tuple(benchmark.input_shape),
+                                   benchmark.scenario, benchmark.class_counts, head_seed=cfg.seed, device=device)
     return method_class(build_network, method_class.make_params(cfg), cfg.train)
+
+
+def on_device(state: Any, device: torch.device) -> Any:
+    """``state`` (nested dicts, lists and tuples) with every tensor moved to ``device``."""
+    if torch.is_tensor(state):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: on_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_device(v, device) for v in state)
+    return state
 
 
 def evaluate(method: Method, view: TaskView, batch_size: int) -> float:
@@ -94,8 +85,8 @@ def _rss_mb() -> float:
 class _Checkpointer:
     """Saves loop state, method state and every random number generator in one atomic file."""
 
-    def __init__(self, run_dir: Path, cfg: Config, data_rng: torch.Generator):
-        self.run_dir, self.fingerprint, self.data_rng = run_dir, cfg.fingerprint(), data_rng
+    def __init__(self, run_dir: Path, cfg: Config, data_rng: torch.Generator, device: torch.device):
+        self.run_dir, self.fingerprint, self.data_rng, self.device = run_dir, cfg.fingerprint(), data_rng, device
 
     def save(self, state: LoopState, method: Method) -> None:
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
@@ -118,7 +109,7 @@ class _Checkpointer:
             raise UserError(f"the checkpoint in '{self.run_dir}' does not match its config.yaml; "
                             "restore the original config.yaml or delete checkpoint.pt to start over")
         try:
-            method.load_state_dict(ckpt["method"])
+            method.load_state_dict(on_device(ckpt["method"], self.device))  # checkpoints load onto the CPU
         except (KeyError, RuntimeError, ValueError) as err:
             raise UserError(f"the checkpoint in '{self.run_dir}' does not fit method '{method.name}' "
                             f"({str(err).splitlines()[0][:120]}); delete checkpoint.pt to start over") from None
@@ -145,7 +136,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     method = build_method(cfg, benchmark, device)
     tasks = benchmark.tasks
     data_rng = torch.Generator().manual_seed(cfg.seed)
-    checkpointer = _Checkpointer(run_dir, cfg, data_rng)
+    checkpointer = _Checkpointer(run_dir, cfg, data_rng, device)
     train_views = [TaskView(t, t.train, device) for t in tasks]
     test_views = [TaskView(t, t.test, device) for t in tasks]
     val_views = [TaskView(t, t.val, device) if t.val is not None else None for t in tasks]

@@ -26,8 +26,6 @@ CLASSES = {"imm-mean": MeanIMM, "imm-mode": ModeIMM}
 def registered(monkeypatch):
     for name, cls in CLASSES.items():
         monkeypatch.setitem(lifelong.methods.METHODS, name, cls)
-        monkeypatch.setitem(lifelong.methods.PARAM_SECTIONS, name, cls.Params)
-    monkeypatch.setitem(lifelong.methods.PARAM_SECTIONS, "imm", Params)
 
 
 def make(cls, scenario="task", **params):
@@ -237,9 +235,8 @@ def test_state_round_trip(cls, monkeypatch):
 
 
 def config(tiny, name, out, sections=None, **params):
-    """The run config with the method's hyperparameters in section ``imm`` and (until the loop reads
-    ``imm``) in the section named after the method as well."""
-    return tiny(method=name, out=str(out), **{"imm": dict(params), name: dict(params)}, **(sections or {}))
+    """The run config with the method's hyperparameters in section ``imm``."""
+    return tiny(method=name, out=str(out), imm=dict(params), **(sections or {}))
 
 
 @pytest.mark.parametrize("name,transfer", [("imm-mean", "drop"), ("imm-mode", "l2")])

@@ -24,7 +24,6 @@ from lifelong.models.heads import Network
 def registered(monkeypatch):
     for cls in (MAS, MASAlpha):
         monkeypatch.setitem(lifelong.methods.METHODS, cls.name, cls)
-        monkeypatch.setitem(lifelong.methods.PARAM_SECTIONS, cls.name, cls.Params)
 
 
 def tiny_network(scenario="task"):

@@ -21,7 +21,6 @@ from lifelong.models.heads import Network
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
     monkeypatch.setitem(lifelong.methods.METHODS, "si", SI)
-    monkeypatch.setitem(lifelong.methods.PARAM_SECTIONS, "si", SI.Params)
 
 
 def build_network(hidden=4):

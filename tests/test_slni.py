@@ -27,9 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def registered(monkeypatch):
     for cls in (MASSLNI, EWCSLNI):
         monkeypatch.setitem(lifelong.methods.METHODS, cls.name, cls)
-    monkeypatch.setitem(lifelong.methods.PARAM_SECTIONS, "slni", Params)
-    monkeypatch.setitem(lifelong.methods.WITH_SLNI, "mas", "mas-slni")
-    monkeypatch.setitem(lifelong.methods.WITH_SLNI, "ewc", "ewc-slni")
 
 
 def loop_regularizer(h, variant="slni", scale=6.0, alpha=None):

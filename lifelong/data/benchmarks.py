@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from lifelong.config import DataConfig
 from lifelong.data import scenarios, sources
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
+
+if TYPE_CHECKING:  # the config layer sits above data, models and methods
+    from lifelong.config import DataConfig
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]

@@ -1,8 +1,11 @@
-"""The method registry: explicit, one entry per file."""
+"""The method registry: explicit, one entry per file. Config sections and variants are derived from it."""
 
-from pydantic import BaseModel
+from __future__ import annotations
 
-from lifelong.methods.base import Method
+from collections.abc import Iterable
+
+from lifelong.errors import UserError
+from lifelong.methods.base import Method, Params
 from lifelong.methods.ebll import EBLL
 from lifelong.methods.ewc import EWC
 from lifelong.methods.gs_mask import GSMask
@@ -24,8 +27,28 @@ METHODS: dict[str, type[Method]] = {
               ModeIMM, GSMask, MARK)
 }
 
-# Config sections (top-level YAML keys) that hold hyperparameters, by section name.
-PARAM_SECTIONS: dict[str, type[BaseModel]] = {m.config_section(): m.Params for m in METHODS.values()}
 
-# A config's `slni` section turns these methods into their SLNI versions (`--method mas --set slni.lam=1e-3`).
-WITH_SLNI: dict[str, str] = {MAS.name: MASSLNI.name, EWC.name: EWCSLNI.name}
+def param_sections() -> dict[str, type[Params]]:
+    """The config sections (top-level YAML keys) that hold hyperparameters, by section name, from METHODS."""
+    return {m.config_section(): m.Params for m in METHODS.values()}
+
+
+def method_class(name: str, sections: Iterable[str] = ()) -> type[Method]:
+    """The class that runs ``method: name`` in a config holding these method ``sections``.
+
+    A registered variant (``variant_of = (base, section)``, e.g. mas-slni = mas + slni) replaces its base
+    method when its section is present.
+    """
+    if name not in METHODS:
+        raise UserError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
+    chosen = METHODS[name]
+    for section in sections:
+        variants = {m.variant_of[0]: m for m in METHODS.values() if m.variant_of and m.variant_of[1] == section}
+        if not variants or chosen in variants.values():
+            continue
+        if chosen.name not in variants:
+            raise UserError(f"the {section} section combines only with methods {', '.join(variants)} (or "
+                            f"{', '.join(m.name for m in variants.values())}), not '{name}'; remove the section "
+                            "or change the method")
+        chosen = variants[chosen.name]
+    return chosen

@@ -6,17 +6,19 @@ overrides only the hooks it needs (usually ``loss`` and ``after_task``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from lifelong.config import TrainConfig
 from lifelong.data.batches import TaskView
 from lifelong.data.scenarios import Task
 from lifelong.methods.importance import QuadraticPenalty
 from lifelong.models.heads import Network
+
+if TYPE_CHECKING:  # the config layer sits above the methods (it validates their sections)
+    from lifelong.config import Config, TrainConfig
 
 
 class Params(BaseModel):
@@ -32,17 +34,18 @@ class Method:
     description: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
     section: ClassVar[str | None] = None  # config section of the Params when not the method's name (imm-*: imm)
+    variant_of: ClassVar[tuple[str, str] | None] = None  # (base method, section): runs instead of base with section
 
     @classmethod
     def config_section(cls) -> str:
         return cls.section or cls.name
 
     @classmethod
-    def make_params(cls, cfg: Any) -> Params:
+    def make_params(cls, cfg: Config) -> Params:
         """The method's hyperparameters from the run's config (its section; defaults where the config is silent)."""
-        return cfg.method_params(cls.config_section())
+        return cls.Params(**cfg.params.get(cls.config_section(), {}))
 
-    def __init__(self, build_network: Callable[[], Network], params: Params, train: TrainConfig):
+    def __init__(self, build_network: Callable[..., Network], params: Params, train: TrainConfig):
         self.build_network = build_network
         self.model = build_network()
         self.params = params

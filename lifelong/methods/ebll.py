@@ -151,7 +151,6 @@ class EBLL(lwf.LwF):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
-        device = self._device()
-        self.autoencoders = [{k: v.to(device) for k, v in ae.items()} for ae in state["autoencoders"]]
+        self.autoencoders = [dict(ae) for ae in state["autoencoders"]]
         self.history = [dict(h) for h in state["history"]]
         self._stack()

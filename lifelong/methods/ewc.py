@@ -141,9 +141,6 @@ class EWC(Method):
         return {"consolidated": self.consolidated, "penalty": self.penalty.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        device = next(self.model.parameters()).device
-        self.consolidated = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in e.items()}
-                             for e in state["consolidated"]]
+        self.consolidated = [dict(e) for e in state["consolidated"]]
         self.penalty = QuadraticPenalty()
-        self.penalty.load_state_dict({k: v.to(device) if torch.is_tensor(v) else v
-                                      for k, v in state["penalty"].items()})
+        self.penalty.load_state_dict(state["penalty"])

@@ -160,12 +160,9 @@ class MeanIMM(base.Method):
                 "weighted_sum": self.weighted_sum}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        device = next(self.model.parameters()).device
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
         self.tasks_done = int(state["tasks_done"])
-        self.anchor = move(state["anchor"])
-        self.precision_sum = move(state["precision_sum"])
-        self.weighted_sum = move(state["weighted_sum"])
+        self.anchor, self.precision_sum, self.weighted_sum = (state[k] for k in ("anchor", "precision_sum",
+                                                                                 "weighted_sum"))
         self._set_penalty()  # a resume inside a task skips before_task
 
 

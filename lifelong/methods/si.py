@@ -135,13 +135,9 @@ class SI(Method):
                 "anchor": self.anchor, "start": self.start, "importance_sums": list(self.importance_sums)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        device = next(self.model.parameters()).device  # checkpoints load onto the CPU
-
-        def vector(key: str) -> torch.Tensor | None:
-            return None if state[key] is None else state[key].to(device)
-
         self.names = list(state["names"])
-        self.omega, self.importance, self.anchor, self.start = map(vector, ("omega", "importance", "anchor", "start"))
+        self.omega, self.importance, self.anchor, self.start = (state[k] for k in ("omega", "importance", "anchor",
+                                                                                   "start"))
         self.importance_sums = list(state["importance_sums"])
         self._views = None
         self._set_penalty()

@@ -13,7 +13,7 @@ P = H W per layer, whose gradient 2 P / M is already at hand (``_Inhibition``), 
 of its backward. This relies on H ≥ 0, which every ReLU layer guarantees.
 
 Hyperparameters come from two config sections, the base method's (``mas`` / ``ewc``) and ``slni`` (``make_params``);
-a ``slni`` section with ``method: mas`` or ``ewc`` runs ``mas-slni`` / ``ewc-slni`` (``WITH_SLNI``, loop.build_method).
+a ``slni`` section with ``method: mas`` or ``ewc`` runs ``mas-slni`` / ``ewc-slni`` (``variant_of``, methods.method_class).
 Defaults of the authors' permuted-MNIST demo: λ_SLNI = 1e-3 with λ_MAS = 0.1; λ_SLNI = 2e-3 with λ_EWC = 10 (their
 penalty λ Σ F (θ−θ*)², i.e. ``ewc.lam`` = 20 here); ``configs/slni_pmnist.yml`` sets them. Deviation from the
 authors' code, following the paper and METHODS.md: their code discounts pairs by min(e^{−α_i}, e^{−α_j}) by default.
@@ -21,18 +21,20 @@ authors' code, following the paper and METHODS.md: their code discounts pairs by
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from lifelong.config import Config
 from lifelong.data.batches import TaskView
 from lifelong.data.scenarios import Task
 from lifelong.errors import UserError
 from lifelong.methods import base, ewc, mas
 from lifelong.models.heads import Network
+
+if TYPE_CHECKING:
+    from lifelong.config import Config
 
 
 class Params(base.Params):
@@ -145,7 +147,7 @@ class SelflessMixin:
     @classmethod
     def make_params(cls, cfg: Config) -> base.Params:
         """The method's hyperparameters from its two config sections (defaults where the config is silent)."""
-        return cls.Combined(**cfg.method_params(cls.base_section).model_dump(), slni=cfg.method_params("slni"))
+        return cls.Combined(**cfg.params.get(cls.base_section, {}), slni=cfg.params.get("slni", {}))
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -199,8 +201,7 @@ class SelflessMixin:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         mine = state["slni"]
-        device = next(self.model.parameters()).device
-        self.alpha = None if mine["alpha"] is None else [a.to(device) for a in mine["alpha"]]
+        self.alpha = None if mine["alpha"] is None else list(mine["alpha"])
         self.alpha_means, self.overlaps = [list(r) for r in mine["alpha_means"]], [list(r) for r in mine["overlaps"]]
         self.weights = None
 
@@ -210,6 +211,7 @@ class MASSLNI(SelflessMixin, mas.MAS):
     description = "MAS plus SLNI/SLNID (Selfless Sequential Learning): sparse, locally inhibited hidden activations"
     Params = Params  # the config section slni; the full hyperparameters are MASSLNIParams (make_params)
     base_section = "mas"
+    variant_of = ("mas", "slni")
     Combined = MASSLNIParams
 
     def neuron_rows(self, n: int) -> torch.Tensor:
@@ -223,4 +225,5 @@ class EWCSLNI(SelflessMixin, ewc.EWC):
     description = "EWC plus SLNI/SLNID (Selfless Sequential Learning): sparse, locally inhibited hidden activations"
     Params = Params  # the config section slni; the full hyperparameters are EWCSLNIParams (make_params)
     base_section = "ewc"
+    variant_of = ("ewc", "slni")
     Combined = EWCSLNIParams

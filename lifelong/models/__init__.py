@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lifelong.errors import UserError
 from lifelong.models.conv import AlexNetLike
 from lifelong.models.gs_conv import FilterMaskedConvNet
+from lifelong.models.heads import Network
 from lifelong.models.mark import KnowledgeBase
 from lifelong.models.mlp import MLP
 from lifelong.models.resnet import ReducedResNet18
@@ -42,5 +45,24 @@ def build_backbone(name: str, in_shape: tuple[int, int, int], **options: Any) ->
         raise UserError(f"invalid options for model {name}: {error}") from error
 
 
-__all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "KnowledgeBase", "MLP", "ReducedResNet18",
-           "build_backbone"]
+@dataclass(frozen=True)
+class NetworkFactory:
+    """Builds fresh networks for one benchmark: the configured backbone, or one a method names (mark's KB)."""
+
+    backbone: str
+    options: dict[str, Any]
+    in_shape: tuple[int, int, int]
+    scenario: str
+    class_counts: list[int]
+    head_seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __call__(self, backbone: str | None = None, **options: Any) -> Network:
+        """A network on ``device`` around ``backbone`` with ``options`` (default: the configured ones)."""
+        name, options = (self.backbone, self.options) if backbone is None else (backbone, options)
+        module = build_backbone(name, self.in_shape, **options)
+        return Network(module, self.scenario, self.class_counts, head_seed=self.head_seed).to(self.device)
+
+
+__all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "KnowledgeBase", "MLP", "NetworkFactory", "Network",
+           "ReducedResNet18", "build_backbone"]
