@@ -167,19 +167,25 @@ def summarize(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def moved_task_accuracy(results: list[dict[str, Any]], moved: list[int]) -> tuple[list[int], list[float], list[float]]:
+    """The positions (1-based, ascending) the moved task takes in the task orders of ``results`` (one dict per run),
+    and the mean and std over the runs of its final accuracy at each."""
+    by_position: dict[int, list[float]] = {}
+    for r in results:
+        position = [sorted(g) for g in r["tasks"]].index(sorted(moved))
+        by_position.setdefault(position + 1, []).append(r["acc_matrix"][-1][position])
+    positions = sorted(by_position)
+    stats = [metrics.mean_std(by_position[p]) for p in positions]
+    return positions, [m for m, _ in stats], [s for _, s in stats]
+
+
 def order_sweep_table(entries: list[dict[str, Any]], moved: list[int]) -> list[dict[str, Any]]:
     """Final accuracy of the moved task at each position, per variant, and its spread over positions."""
     rows = []
     for name in dict.fromkeys(e["variant"] for e in entries):
-        by_position: dict[int, list[float]] = {}
-        for e in entries:
-            if e["variant"] != name:
-                continue
-            position = [sorted(g) for g in e["results"]["tasks"]].index(sorted(moved))
-            by_position.setdefault(position + 1, []).append(e["results"]["acc_matrix"][-1][position])
-        means = {p: metrics.mean_std(v)[0] for p, v in sorted(by_position.items())}
-        rows.append({"variant": name, "final_acc_by_position": means,
-                     "spread": max(means.values()) - min(means.values())})
+        positions, means, _ = moved_task_accuracy([e["results"] for e in entries if e["variant"] == name], moved)
+        rows.append({"variant": name, "final_acc_by_position": dict(zip(positions, means)),
+                     "spread": max(means) - min(means)})
     return rows
 
 

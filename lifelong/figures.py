@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no pyplot, so no global backend or state).
 
-Every function takes plain arrays (means and standard deviations over seeds, already computed by report.py)
+Every function takes plain arrays (means and standard deviations over seeds, already computed by report_data.py)
 and returns a Figure. Series differ in colour (Okabe–Ito, safe for colour-blind readers) and also in marker,
 line style or hatch, so the figures stay readable in greyscale print.
 """

@@ -22,6 +22,7 @@ __all__ = [
     "intransigence",
     "max_forgetting",
     "mean_std",
+    "mean_std_over_seeds",
     "summarize",
 ]
 
@@ -154,5 +155,15 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
         raise ValueError(f"mean_std needs a non-empty 1-D list of values, got shape {v.shape}")
     if not np.all(np.isfinite(v)):
         raise ValueError("mean_std values contain NaN or infinite values")
-    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
-    return float(v.mean()), std
+    mean, std = mean_std_over_seeds(v)
+    return float(mean), float(std)
+
+
+def mean_std_over_seeds(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof=1) over the first axis (one entry per seed) of an array of any
+    shape, elementwise; the std of a single seed is 0, and NaN entries (values a run lacks) stay NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 0 or len(v) == 0:
+        raise ValueError(f"mean_std_over_seeds needs at least one seed along the first axis, got shape {v.shape}")
+    std = v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros_like(v[0])
+    return v.mean(axis=0), std

@@ -67,3 +67,17 @@ def test_cli_compare_writes_tables(tmp_path, capsys):
     assert len(list(tmp_path.glob("compare-*/summary.md"))) == 1 and len(list(tmp_path.glob("compare-*/summary.csv")))
     assert main(["compare", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "needs --methods" in capsys.readouterr().err
+
+
+def test_order_sweep_gives_the_moved_tasks_final_accuracy_by_position():
+    def result(order, final):
+        return {"tasks": order, "acc_matrix": [[0.0] * len(order), final]}
+
+    runs = [result([[2, 3], [0, 1]], [0.9, 0.5]), result([[0, 1], [3, 2]], [0.4, 0.6]),
+            result([[0, 1], [2, 3]], [0.3, 0.8])]  # the moved task [2, 3] is found in any class order
+    positions, means, stds = compare.moved_task_accuracy(runs, [2, 3])
+    assert positions == [1, 2] and means == pytest.approx([0.9, 0.7]) and stds == pytest.approx([0.0, 0.2 / 2**0.5])
+    entries = [{"variant": v, "results": r} for v, r in zip(("a", "a", "b"), runs)]
+    assert compare.order_sweep_table(entries, [2, 3]) == [
+        {"variant": "a", "final_acc_by_position": {1: 0.9, 2: 0.6}, "spread": pytest.approx(0.3)},
+        {"variant": "b", "final_acc_by_position": {2: 0.8}, "spread": 0.0}]

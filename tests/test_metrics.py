@@ -152,3 +152,17 @@ def test_mean_std():
 def test_mean_std_rejects_bad_input(bad):
     with pytest.raises(ValueError):
         metrics.mean_std(bad)
+
+
+def test_mean_std_over_seeds_is_elementwise_over_the_first_axis():
+    seeds = [[[0.6, float("nan")]], [[0.8, 0.5]], [[0.7, 0.7]]]  # 3 seeds of a 1×2 array; seed 0 lacks one value
+    mean, std = metrics.mean_std_over_seeds(seeds)
+    assert mean.shape == std.shape == (1, 2)
+    assert mean[0, 0] == pytest.approx(0.7) and std[0, 0] == pytest.approx(math.sqrt((0.1**2 + 0.1**2) / 2))
+    assert np.isnan(mean[0, 1]) and np.isnan(std[0, 1])  # NaN is kept, not dropped
+    mean, std = metrics.mean_std_over_seeds([[0.3, 0.4]])  # one seed: std 0
+    assert mean.tolist() == [0.3, 0.4] and std.tolist() == [0.0, 0.0]
+    assert metrics.mean_std_over_seeds([0.6, 0.8, 0.7]) == pytest.approx(metrics.mean_std([0.6, 0.8, 0.7]))
+    for bad in ([], 0.5):
+        with pytest.raises(ValueError, match="at least one seed"):
+            metrics.mean_std_over_seeds(bad)

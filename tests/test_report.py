@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from lifelong import compare, figures, report, run, store
+from lifelong import compare, figures, report_data, run, store
 from lifelong.cli import main
 from lifelong.errors import UserError
 
@@ -36,45 +36,45 @@ def runs(tmp_path_factory):
 
 def fake_run(method="naive", seed=0, tasks=([0, 1], [2, 3]), **config):
     """A Run with hand-written results, for grouping logic that needs no training."""
-    return report.Run(Path(f"/x/{method}{seed}{config}{tasks}"), {
+    return report_data.Run(Path(f"/x/{method}{seed}{config}{tasks}"), {
         "method": method, "seed": seed, "tasks": [list(t) for t in tasks], "benchmark": "b",
         "config": {"method": method, "seed": seed, "out": "runs", "train": {"lr": 0.001}, **config}})
 
 
 def test_tables_are_mean_and_std_over_the_seeds_of_each_method(runs):
     root, _ = runs
-    found = report.collect([root / "runs"])
-    variants, sweeps = report.group(found)
+    found = report_data.collect([root / "runs"])
+    variants, sweeps = report_data.group(found)
     assert [(v.label, len(v.runs)) for v in variants] == [("ewc", 1), ("naive", 2)] and sweeps == {}
     results = [json.loads(p.read_text()) for p in sorted((root / "runs").glob("*naive*/results.json"))]
-    rows = {r["variant"]: r for r in report.summary_rows(variants)}
+    rows = {r["variant"]: r for r in report_data.summary_rows(variants)}
     a, b = results[0]["max_forgetting"], results[1]["max_forgetting"]
     assert rows["naive"]["max_forgetting"] == pytest.approx(((a + b) / 2, abs(a - b) / 2 ** 0.5))
     assert rows["ewc"]["acc"] == (pytest.approx(np.mean(variants[0].runs[0].results["acc_matrix"][-1])), 0.0)
-    mean, std = report.task_curves(variants[1])
+    mean, std = report_data.task_curves(variants[1])
     assert mean[0] == pytest.approx([(x + y) / 2 for x, y in zip(*(r["random_init_acc"] for r in results))])
     assert std[3, 1] == pytest.approx(abs(results[0]["acc_matrix"][2][1] - results[1]["acc_matrix"][2][1]) / 2 ** 0.5)
-    (curve, _), starts = report.validation_curve(variants[1])
+    (curve, _), starts = report_data.validation_curve(variants[1])
     epochs = [[r["val_acc"] for r in store.read_metrics(run.path) if r["event"] == "epoch"] for run in variants[1].runs]
     assert starts == [1, 2, 3] and curve == pytest.approx(np.mean(epochs, axis=0))
 
 
 def test_a_compare_folder_names_its_variants_and_its_order_sweep(runs):
     _, folder = runs
-    found = report.collect([folder])
-    variants, sweeps = report.group(found)
+    found = report_data.collect([folder])
+    variants, sweeps = report_data.group(found)
     assert [v.label for v in variants] == ["plain · task (2, 3) at 1", "plain · task (2, 3) at 3"]
     assert sweeps == {"plain": [2, 3]}
-    positions, mean, _ = report.sweep_points(variants, "plain", [2, 3])
+    positions, mean, _ = report_data.sweep_points(variants, "plain", [2, 3])
     finals = [v.runs[0].results["acc_matrix"][-1][p - 1] for v, p in zip(variants, (1, 3))]
     assert positions == [1, 3] and mean == pytest.approx(finals)
-    assert report.validation_curve(variants[0]) is None  # validation 0: no val_acc records
+    assert report_data.validation_curve(variants[0]) is None  # validation 0: no val_acc records
 
 
 def test_variants_of_one_method_are_told_apart_by_the_keys_that_differ():
-    found = report.Collection([fake_run(seed=0), fake_run(seed=1), fake_run(train={"lr": 0.01}), fake_run("ewc"),
+    found = report_data.Collection([fake_run(seed=0), fake_run(seed=1), fake_run(train={"lr": 0.01}), fake_run("ewc"),
                                  fake_run("ewc", model={"name": "conv"})])
-    variants, sweeps = report.group(found)
+    variants, sweeps = report_data.group(found)
     assert [(v.label, len(v.runs)) for v in variants] == [
         ("naive (train.lr=0.001)", 2), ("naive (train.lr=0.01)", 1), ("ewc (model.name=unset)", 1),
         ("ewc (model.name=conv)", 1)]
@@ -83,11 +83,11 @@ def test_variants_of_one_method_are_told_apart_by_the_keys_that_differ():
 
 def test_the_moved_task_is_inferred_from_the_orders():
     orders = [[[1, 2], [3, 4], [5, 6]], [[3, 4], [1, 2], [5, 6]], [[3, 4], [5, 6], [1, 2]]]
-    assert report.moved_task(orders) == [1, 2]
-    assert report.moved_task(orders[:2]) == [1, 2] and report.moved_task(orders[:2], hint=[3, 4]) == [3, 4]
-    assert report.moved_task([[[1, 2], [3, 4], [5, 6]], [[5, 6], [3, 4], [1, 2]]]) is None  # two tasks moved
-    found = report.Collection([fake_run(tasks=o) for o in orders] + [fake_run(tasks=orders[0], seed=1)])
-    variants, sweeps = report.group(found)
+    assert report_data.moved_task(orders) == [1, 2]
+    assert report_data.moved_task(orders[:2]) == [1, 2] and report_data.moved_task(orders[:2], hint=[3, 4]) == [3, 4]
+    assert report_data.moved_task([[[1, 2], [3, 4], [5, 6]], [[5, 6], [3, 4], [1, 2]]]) is None  # two tasks moved
+    found = report_data.Collection([fake_run(tasks=o) for o in orders] + [fake_run(tasks=orders[0], seed=1)])
+    variants, sweeps = report_data.group(found)
     assert [len(v.runs) for v in variants] == [2, 1, 1] and sweeps == {"naive": [1, 2]}
     assert variants[2].label == "naive · task (1, 2) at 3"
 
@@ -204,4 +204,4 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     parent = tmp_path / "parent"
     shutil.copytree(unfinished, parent / "run")
     with pytest.raises(UserError, match="no finished runs"):
-        report.collect([parent])  # an unfinished run inside a folder is left out, not an error by itself
+        report_data.collect([parent])  # an unfinished run inside a folder is left out, not an error by itself
