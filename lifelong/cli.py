@@ -156,7 +156,7 @@ def _list(console: Console, what: str | None) -> None:
         "methods": {name: m.description for name, m in METHODS.items()},
         "benchmarks": {name: f"{b.description} [default scenario: {b.scenario}]" for name, b in BENCHMARKS.items()},
         "models": {name: desc for name, (_, desc) in MODELS.items()},
-        "datasets": DATASETS,
+        "datasets": {name: d.description for name, d in DATASETS.items()},
         "scenarios": SCENARIOS,
     }
     for title, entries in sections.items():

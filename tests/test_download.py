@@ -12,6 +12,7 @@ import struct
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def test_unreachable_host(tmp_path: Path) -> None:
 def test_second_mirror_is_used_when_first_fails(tmp_path: Path, server: tuple[str, Path],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
-    assert sources.DOWNLOADS["mnist"].mirrors[1] == "http://yann.lecun.com/exdb/mnist/"
+    assert sources.DATASETS["mnist"].download.mirrors[1] == "http://yann.lecun.com/exdb/mnist/"
     monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "exdb" / "mnist"))  # only the second mirror
     folder = download_dataset("mnist", tmp_path, base_url=base_url, progress=False)
     assert len(listing(folder)) == 4
@@ -186,7 +187,9 @@ def test_load_dataset_downloads_into_first_writable_root(tmp_path: Path, server:
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
     monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "mnist"))
-    monkeypatch.setitem(sources.DOWNLOADS, "mnist", Download((f"{base_url}/mnist/",), sources.DOWNLOADS["mnist"].files))
+    mnist = sources.DATASETS["mnist"]
+    monkeypatch.setitem(sources.DATASETS, "mnist", replace(mnist, download=Download((f"{base_url}/mnist/",),
+                                                                             mnist.download.files)))
     (tmp_path / "a-file").write_text("a data dir cannot be created under a file")
     monkeypatch.setenv("LIFELONG_DATA", str(tmp_path / "env"))
     splits = load_dataset("mnist", tmp_path / "a-file" / "data", download=True, progress=False)

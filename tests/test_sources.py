@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from lifelong.data import sources
-from lifelong.data.sources import (DATASETS, candidate_roots, load_dataset, read_cifar, read_idx, read_image_folder,
-                                   read_mini_imagenet, read_notmnist, read_svhn)
+from lifelong.data.readers import (read_cifar, read_idx, read_image_folder, read_mini_imagenet, read_notmnist,
+                                   read_svhn)
+from lifelong.data.sources import DATASETS, candidate_roots, load_dataset
 from lifelong.errors import UserError
 
 from fakedata import (idx_bytes, md5_table, sha256_table, write_cifar, write_mini_imagenet, write_mnist,
@@ -45,7 +46,7 @@ class RunsShell:
 
 def test_dataset_names() -> None:
     assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "notmnist", "mini-imagenet"}
-    assert all(isinstance(text, str) and "\n" not in text for text in DATASETS.values())
+    assert all(isinstance(text, str) and "\n" not in text for text in (d.description for d in DATASETS.values()))
 
 
 @pytest.mark.parametrize("gz", [True, False])

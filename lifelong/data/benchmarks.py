@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Callable
 
-from lifelong.data import scenarios, sources
+from lifelong.data import readers, scenarios, sources
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
@@ -14,8 +14,6 @@ from lifelong.errors import UserError
 if TYPE_CHECKING:  # the config layer sits above data, models and methods
     from lifelong.config import DataConfig
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
 PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 MNIST_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 0]]
 CIFAR10_PAIRS = [[2, 1], [3, 4], [5, 6], [7, 8], [9, 0]]  # bird/automobile, cat/deer, dog/frog, horse/ship, truck/airplane
@@ -38,11 +36,12 @@ def load_embedded_fashion_subset() -> DatasetSplits:
     parts = {}
     for split in ("train", "test"):
         with resources.as_file(folder / f"fmnist-subset-{split}-images-idx3-ubyte.gz") as path:
-            images = sources.read_idx(path)
+            images = readers.read_idx(path)
         with resources.as_file(folder / f"fmnist-subset-{split}-labels-idx1-ubyte.gz") as path:
-            labels = sources.read_idx(path)
+            labels = readers.read_idx(path)
         parts[split] = ImageArrays(images.unsqueeze(1).contiguous(), labels.long())
-    return DatasetSplits("fashion-mnist-subset", parts["train"], parts["test"], FASHION_CLASSES)
+    class_names = list(sources.DATASETS["fashion-mnist"].class_names or ())
+    return DatasetSplits("fashion-mnist-subset", parts["train"], parts["test"], class_names)
 
 
 def _load(name: str, cfg: DataConfig) -> DatasetSplits:
