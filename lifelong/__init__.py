@@ -1,8 +1,7 @@
 """lifelong: continual learning with faithful methods, fast in-memory benchmarks and trustworthy metrics."""
 
-__version__ = "0.1.0"
-
-from lifelong.config import Config, build_config  # noqa: E402
-from lifelong.loop import resume, run  # noqa: E402
+from lifelong.config import Config, build_config
+from lifelong.loop import resume, run
+from lifelong.version import __version__
 
 __all__ = ["Config", "build_config", "resume", "run", "__version__"]

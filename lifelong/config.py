@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lifelong.errors import UserError
+from lifelong.loggers import LOGGERS
 from lifelong.methods import param_sections
 
 
@@ -81,11 +82,25 @@ class Config(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out: str = "runs"
     checkpoint: Literal["epoch", "task"] = Field("epoch", description="how often a resumable checkpoint is written")
-    logger: Literal["none", "tensorboard"] = Field("none", description="also log metrics to TensorBoard")
+    logger: list[str] = Field(default_factory=list, description="loggers that also receive the run's records, "
+                              "e.g. [tensorboard]; a name or a comma-separated string works too (none = [])")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="method sections, by method name")
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _logger_names(cls, value: Any) -> Any:
+        """``none``, ``tensorboard``, ``a,b`` or a list → a list of registered logger names."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip() not in ("", "none")]
+        for name in value if isinstance(value, list) else []:
+            if name not in LOGGERS:
+                raise UserError(f"unknown logger {name!r}; valid: none, {', '.join(LOGGERS)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -17,15 +17,16 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lifelong import __version__, methods, metrics, store
+from lifelong import methods, metrics, store
 from lifelong.config import Config, build_config
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
-from lifelong.data.scenarios import Benchmark
+from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
-from lifelong.loggers import open_sink
+from lifelong.loggers import open_loggers
 from lifelong.methods.base import Method
 from lifelong.models import NetworkFactory
+from lifelong.version import __version__
 
 
 @dataclass
@@ -144,77 +145,83 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     def log(record: dict[str, Any]) -> None:
         store.append_metrics(run_dir, record)
         state.metrics_lines += 1
-        sink(record)
+        loggers.log(record)
 
     def evaluate_all() -> list[float]:
         return [evaluate(method, v, cfg.train.eval_batch_size) for v in test_views]
 
-    state = checkpointer.restore(method)
-    sink = open_sink(cfg.logger, run_dir, replay=state is not None)
-    if state is None:
-        store.truncate_metrics(run_dir, 0)
-        state = LoopState()
-        state.random_init = evaluate_all()
-        log({"event": "random_init", "acc": state.random_init})
+    def checkpoint() -> None:
+        checkpointer.save(state, method)
+        if on_checkpoint:
+            on_checkpoint(state)
 
-    with _progress(progress) as bar:
-        while state.task < len(tasks):
-            task = tasks[state.task]
-            if state.epoch == 0:
-                start = time.perf_counter()
-                method.before_task(task)  # may train (mark's first phases): timed as training
-                state.train_seconds += time.perf_counter() - start
-            stream = Stream([train_views[t.id] for t in method.training_tasks(task, tasks[: task.id + 1])],
-                            cfg.train.batch_size, data_rng, augment=cfg.data.augment)
-            steps_per_epoch = len(stream)
-            total_steps = cfg.train.iterations or cfg.train.epochs * steps_per_epoch
-            epochs = math.ceil(total_steps / steps_per_epoch)
-            bar_id = bar.add_task(f"task {task.id + 1}/{len(tasks)}", total=total_steps,
-                                  completed=state.epoch * steps_per_epoch, info="")
-            while state.epoch < epochs:
-                start = time.perf_counter()
-                method.model.train()
-                method.before_epoch(task, train_views[task.id], state.epoch)
-                steps = min(steps_per_epoch, total_steps - state.epoch * steps_per_epoch)
-                loss_sum = torch.zeros((), device=device)
-                for step, (x, y, task_ids) in enumerate(stream.epoch()):
-                    if step == steps:
-                        break
-                    loss_sum += method.train_step(x, y, task_ids)
-                    if progress:
-                        bar.advance(bar_id)
-                state.train_seconds += time.perf_counter() - start
-                record = {"event": "epoch", "task": task.id, "epoch": state.epoch + 1,
-                          "train_loss": float(loss_sum) / steps, "seconds": time.perf_counter() - start}
-                if not math.isfinite(record["train_loss"]):
-                    raise UserError(f"training diverged: the loss of task {task.id + 1}, epoch {state.epoch + 1} is "
-                                    f"{record['train_loss']}; lower train.lr or the method's penalty strength "
-                                    f"(the run stays at its last checkpoint in '{run_dir}')")
-                if val_views[task.id] is not None:
-                    record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
-                    bar.update(bar_id, info=f"val {record['val_acc']:.3f}")
-                log(record)
-                state.epoch += 1
-                if cfg.checkpoint == "epoch" and state.epoch < epochs:
-                    checkpointer.save(state, method)
-                    if on_checkpoint:
-                        on_checkpoint(state)
+    def train_task(task: Task, bar: Progress) -> None:
+        """Train ``task`` from where ``state`` stands (a resumed run starts mid-task), then evaluate every task."""
+        if state.epoch == 0:
             start = time.perf_counter()
-            method.after_task(task, train_views[task.id])
+            method.before_task(task)  # may train (mark's first phases): timed as training
             state.train_seconds += time.perf_counter() - start
-            row = evaluate_all()
-            state.acc_rows.append(row)
-            log({"event": "task", "task": task.id, "acc": row, **method.task_log()})
-            state.task, state.epoch = state.task + 1, 0
-            checkpointer.save(state, method)
-            if on_checkpoint:
-                on_checkpoint(state)
+        stream = Stream(method.training_views(task, train_views[: task.id + 1]), cfg.train.batch_size, data_rng,
+                        augment=cfg.data.augment)
+        steps_per_epoch = len(stream)
+        total_steps = cfg.train.iterations or cfg.train.epochs * steps_per_epoch
+        epochs = math.ceil(total_steps / steps_per_epoch)
+        bar_id = bar.add_task(f"task {task.id + 1}/{len(tasks)}", total=total_steps,
+                              completed=state.epoch * steps_per_epoch, info="")
+        while state.epoch < epochs:
+            start = time.perf_counter()
+            method.model.train()
+            method.before_epoch(task, train_views[task.id], state.epoch)
+            steps = min(steps_per_epoch, total_steps - state.epoch * steps_per_epoch)
+            loss_sum = torch.zeros((), device=device)
+            for step, batch in enumerate(stream.epoch()):
+                if step == steps:
+                    break
+                loss_sum += method.train_batch(batch)
+                if progress:
+                    bar.advance(bar_id)
+            state.train_seconds += time.perf_counter() - start
+            record = {"event": "epoch", "task": task.id, "epoch": state.epoch + 1,
+                      "train_loss": float(loss_sum) / steps, "seconds": time.perf_counter() - start}
+            if not math.isfinite(record["train_loss"]):
+                raise UserError(f"training diverged: the loss of task {task.id + 1}, epoch {state.epoch + 1} is "
+                                f"{record['train_loss']}; lower train.lr or the method's penalty strength "
+                                f"(the run stays at its last checkpoint in '{run_dir}')")
+            if val_views[task.id] is not None:
+                record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
+                bar.update(bar_id, info=f"val {record['val_acc']:.3f}")
+            log(record)
+            state.epoch += 1
+            if cfg.checkpoint == "epoch" and state.epoch < epochs:
+                checkpoint()
+        start = time.perf_counter()
+        method.after_task(task, train_views[task.id])
+        state.train_seconds += time.perf_counter() - start
+        row = evaluate_all()
+        state.acc_rows.append(row)
+        log({"event": "task", "task": task.id, "acc": row, **method.task_log()})
+        state.task, state.epoch = state.task + 1, 0
+        checkpoint()
 
-    sink.close()
-    state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
-    results = make_results(cfg, benchmark, state, method)
-    store.save_weights(run_dir, method.model)
-    store.write_json(run_dir / store.RESULTS_FILE, results)
+    state = checkpointer.restore(method)
+    loggers = open_loggers(cfg.logger)
+    loggers.start(run_dir, cfg.to_dict(), history=store.read_metrics(run_dir) if state is not None else [])
+    results = None
+    try:
+        if state is None:
+            store.truncate_metrics(run_dir, 0)
+            state = LoopState()
+            state.random_init = evaluate_all()
+            log({"event": "random_init", "acc": state.random_init})
+        with _progress(progress) as bar:
+            while state.task < len(tasks):
+                train_task(tasks[state.task], bar)
+        state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
+        results = make_results(cfg, benchmark, state, method)
+        store.save_weights(run_dir, method.model)
+        store.write_json(run_dir / store.RESULTS_FILE, results)
+    finally:  # the loggers see the results, or are closed cleanly when the run stops early
+        loggers.finish(results, store.run_files(run_dir) if results is not None else {})
     return results
 
 

@@ -11,8 +11,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-from lifelong import __version__, compare, store
+from lifelong import compare, store
 from lifelong.report_data import Collection, Variant, collect, figure_specs, group, summary_rows
+from lifelong.version import __version__
 
 STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
 color:#111;line-height:1.45}table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.5em 0}

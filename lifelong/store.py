@@ -128,6 +128,12 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         ) from None
 
 
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """The run's files that exist, by name: config, metrics, results and weights (what a logger may keep)."""
+    names = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE)
+    return {name: run_dir / name for name in names if (run_dir / name).is_file()}
+
+
 def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
     """Final network weights as safetensors, for deployment or inspection."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import lifelong
-import lifelong.methods
 from lifelong.config import TrainConfig
 from lifelong.data.arrays import ImageArrays
 from lifelong.data.batches import TaskView
@@ -18,12 +17,6 @@ from lifelong.methods.importance import flatten, parameter_names, relayout
 from lifelong.methods.online_ewc import OnlineEWC
 from lifelong.models import build_backbone
 from lifelong.models.heads import Network
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    for cls in (EWC, OnlineEWC):
-        monkeypatch.setitem(lifelong.methods.METHODS, cls.name, cls)
 
 
 def build_network():
@@ -250,12 +243,3 @@ def test_strong_ewc_forgets_less_than_naive_on_the_quickstart(tiny, tmp_path_fac
         assert info["tasks_consolidated"] == 3 and all(m > 0 for m in info["mean_fisher"])
 
 
-@pytest.mark.parametrize("name,crash_points", [("ewc", [(1, 0), (2, 1)]), ("online-ewc", [(1, 1), (2, 0)])])
-def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny, tmp_path, tmp_path_factory, name, crash_points,
-                                                         crash_and_resume):
-    """A crash at a task boundary and one mid-task with the penalty active (epochs are 3 per task)."""
-    section = {name: STRONG[name]}
-    _, reference = lifelong.run(quickstart(tiny, name, tmp_path_factory.getbasetemp() / "ewc-runs", **section))
-    _, resumed = crash_and_resume(quickstart(tiny, name, tmp_path / "crash", **section), crash_points)
-    assert resumed["acc_matrix"] == reference["acc_matrix"]
-    assert resumed["method_info"] == reference["method_info"]

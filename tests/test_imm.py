@@ -22,12 +22,6 @@ NAMES = ("imm-mean", "imm-mode")
 CLASSES = {"imm-mean": MeanIMM, "imm-mode": ModeIMM}
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    for name, cls in CLASSES.items():
-        monkeypatch.setitem(lifelong.methods.METHODS, name, cls)
-
-
 def make(cls, scenario="task", **params):
     def build():
         torch.manual_seed(0)

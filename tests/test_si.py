@@ -9,18 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import lifelong
-import lifelong.methods
 from lifelong import store
 from lifelong.config import TrainConfig
 from lifelong.methods.importance import unflatten
 from lifelong.methods.si import SI
 from lifelong.models import build_backbone
 from lifelong.models.heads import Network
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(lifelong.methods.METHODS, "si", SI)
 
 
 def build_network(hidden=4):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -10,7 +11,22 @@ import torch.nn.functional as F
 from lifelong.data.arrays import ImageArrays
 from lifelong.data.scenarios import Task
 
-Batch = tuple[torch.Tensor, torch.Tensor, "int | torch.Tensor"]  # inputs, targets, task id (or one per sample)
+
+
+@dataclass
+class Batch:
+    """Ready inputs (normalised, permuted, augmented) with their targets and task ids, beside the raw rows
+    they came from (uint8, as stored) and each row's index in its task's view: what a replay memory keeps.
+    Unpacks as ``x, y, task_ids``."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    task_ids: int | torch.Tensor  # one int for a single-task batch, else one id per sample
+    raw: torch.Tensor
+    rows: torch.Tensor
+
+    def __iter__(self) -> Iterator:
+        return iter((self.inputs, self.targets, self.task_ids))
 
 
 class TaskView:
@@ -33,8 +49,15 @@ class TaskView:
 
     def inputs(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Float, normalised (and permuted) images at ``index``."""
+        return self.prepare(self.rows(index))
+
+    def rows(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The raw uint8 images at ``index``."""
         # index_select is several times faster than advanced indexing for a batch of rows
-        x = self.images[index] if isinstance(index, slice) else self.images.index_select(0, index)
+        return self.images[index] if isinstance(index, slice) else self.images.index_select(0, index)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw uint8 rows of this task → float network inputs (permuted, normalised), e.g. rows from a memory."""
         if self.permutation is not None:
             x = x.flatten(1)[:, self.permutation].view_as(x)
         return x.float().mul_(self.scale).sub_(self.shift)
@@ -78,23 +101,27 @@ class Stream:
             yield self.batch(order[start : start + self.batch_size])
 
     def batch(self, index: torch.Tensor) -> Batch:
+        """The rows at ``index`` of the concatenated views."""
         if len(self.views) == 1:
             view = self.views[0]
-            index = index.to(view.images.device)
-            x, y, task_ids = view.inputs(index), view.targets.index_select(0, index), view.task.id
+            rows = index.to(view.images.device)
+            raw = view.rows(rows)
+            x, y, task_ids = view.prepare(raw), view.targets.index_select(0, rows), view.task.id
         else:
             owner = torch.bucketize(index, self.bounds, right=True)
-            xs, ys, ts = [], [], []
+            xs, ys, ts, raws, locals_ = [], [], [], [], []
             for k in owner.unique().tolist():
                 view = self.views[k]
                 local = (index[owner == k] - (self.bounds[k] - len(view))).to(view.images.device)
-                xs.append(view.inputs(local))
+                raws.append(view.rows(local))
+                xs.append(view.prepare(raws[-1]))
                 ys.append(view.targets[local])
                 ts.append(torch.full((local.numel(),), view.task.id, device=local.device))
-            x, y, task_ids = torch.cat(xs), torch.cat(ys), torch.cat(ts)
+                locals_.append(local)
+            x, y, task_ids, raw, rows = map(torch.cat, (xs, ys, ts, raws, locals_))
         if self.augment:
             x = augment(x, self.generator)
-        return x, y, task_ids
+        return Batch(x, y, task_ids, raw, rows)
 
 
 def eval_batches(view: TaskView, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from lifelong.data.batches import TaskView
+from lifelong.data.batches import Batch, TaskView
 from lifelong.data.scenarios import Task
 from lifelong.methods.importance import QuadraticPenalty
 from lifelong.models.heads import Network
@@ -54,9 +54,9 @@ class Method:
         self.penalty: QuadraticPenalty | None = None  # quadratic-penalty methods keep theirs here
 
     # --- hooks the loop calls, in this order for each task ---
-    def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
-        """The tasks whose training data this task trains on (``seen`` ends with ``task``)."""
-        return [task]
+    def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:
+        """The training data of ``task``: views mixed into its batches (``seen`` ends with the task's own)."""
+        return [seen[-1]]
 
     def before_task(self, task: Task) -> None:
         """Reach the task's classes and start a fresh optimizer (``train.reset_optimizer``; else the new one
@@ -81,6 +81,10 @@ class Method:
         """The whole objective: the task loss plus the quadratic penalty, if the method keeps one."""
         loss = self.task_loss(x, y, task_ids)
         return loss + self.penalty(self.model) if self.penalty is not None and self.penalty.active else loss
+
+    def train_batch(self, batch: Batch) -> torch.Tensor:
+        """What the loop calls per batch; a replay method overrides it to store ``batch.raw`` and mix in memory."""
+        return self.train_step(batch.inputs, batch.targets, batch.task_ids)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         """One optimizer step on ``loss``; returns the (detached) task loss without forcing a device sync.

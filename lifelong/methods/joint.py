@@ -1,5 +1,6 @@
 """Joint training: at each task, train on the union of every task seen so far (the upper bound)."""
 
+from lifelong.data.batches import TaskView
 from lifelong.data.scenarios import Task
 from lifelong.methods.base import Method
 
@@ -8,5 +9,5 @@ class Joint(Method):
     name = "joint"
     description = "trains on the union of all tasks seen so far, in mixed batches; the upper bound"
 
-    def training_tasks(self, task: Task, seen: list[Task]) -> list[Task]:
+    def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:
         return list(seen)

@@ -24,6 +24,9 @@ class SingleTask(Method):
     def before_task(self, task: Task) -> None:
         if task.id > 0:
             self.model = self.build_network()
+            if self.model.scenario == "task":  # the later tasks' heads exist before the optimizer is made, as in
+                for later in range(task.id, len(self.model.class_counts)):  # the first network, so that a resume
+                    self.model.head(later)  # rebuilds the same optimizer (evaluation creates them anyway)
         super().before_task(task)
 
     def after_task(self, task: Task, train) -> None:
