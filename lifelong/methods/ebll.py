@@ -1,25 +1,7 @@
-"""Encoder-Based Lifelong Learning (Rannen, Aljundi, Blaschko & Tuytelaars, ICCV 2017), METHODS.md
-"Distillation family".
+"""Encoder-Based Lifelong Learning (Rannen, Aljundi, Blaschko & Tuytelaars, ICCV 2017): LwF plus, per finished
+task, an under-complete autoencoder of the features whose code the later tasks must preserve.
 
-After task t an under-complete autoencoder is trained on the frozen feature extractor's output f = model.features(x)
-of the task's training data (model in eval mode): code = sigmoid(W_e f + b_e), reconstruction r = W_d code + b_d,
-loss = CE(task t's head(r), y) + α · MSE(r, f) (MSE = mean over batch and feature units; the head stays frozen).
-While learning later tasks the loss is LwF's (see ``lwf.py``: same teacher θ*, the model before the current task)
-plus, for every old autoencoder j,
-
-    α_code · mean over the batch of ‖code_j(f(x; θ)) − code_j(f(x; θ*))‖²   (squared L2, summed over units)
-
-which keeps the features that mattered for old tasks. The paper writes this term as α/2 ‖·‖²; the 1/2 is absorbed
-in α_code. All old encoders are stacked into one matrix, so the term is one matrix product per step for the
-student and one (no grad) for the teacher, whatever the number of tasks.
-
-Autoencoder training: Adam (``ae_lr``) for ``ae_epochs`` epochs over the cached features in batches of
-``ae_batch_size`` (defaults 3e-3, 5, 256: on split MNIST the head's CE on the reconstruction settles after 2
-epochs and the MSE ends lower than after 10 epochs at 1e-3, in about the time of one training epoch). Its
-initialisation and shuffling use a generator seeded by one draw from the torch global RNG, which the loop
-checkpoints, so a resumed run trains the same autoencoders. Autoencoders are kept as plain tensors
-(weights only) in the method state. A code as wide as the features would not be under-complete, so
-``code_size`` ≥ the feature width is refused when the method is built.
+The autoencoder and code losses, their training, and the defaults' reasons: docs/methods.md, section ``ebll``.
 """
 
 from __future__ import annotations

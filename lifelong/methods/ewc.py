@@ -1,24 +1,7 @@
-"""Elastic weight consolidation (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
-networks", PNAS), as METHODS.md "Quadratic-penalty family / EWC" specifies.
+"""Elastic weight consolidation (Kirkpatrick et al. 2017, PNAS): after each task, the diagonal Fisher Ω_k and the
+anchor θ*_k; the loss adds (λ/2) Σ_k Ω_k (θ − θ*_k)². ``fisher_diagonal`` is shared with online EWC and mode-IMM.
 
-After task k, Ω_k = the diagonal Fisher information: the mean over the task's training samples of
-(∂ log p(y|x) / ∂θ)², one gradient per sample (``summed_per_sample``, vmapped), never the square of a batch-mean
-gradient. One (Ω_k, θ*_k) pair is kept per task and the loss is CE + (λ/2) Σ_k Σ_i Ω_k,i (θ_i − θ*_k,i)²,
-folded into one vector operation per step by ``QuadraticPenalty``.
-
-Which y enters the Fisher is the ``fisher`` option:
-
-* ``empirical`` (default): the true labels. The default because it is what most published EWC results and
-  implementations actually compute, it needs no extra randomness, and on a task trained to high accuracy it is
-  close to the true Fisher (the model's prediction mostly is the label).
-* ``sample``: y drawn from the model's predictive distribution p(·|x) — the Monte-Carlo estimate of the true
-  Fisher the paper describes. Draws come from torch's global generator, which checkpoints save, so a resumed
-  run draws the same labels.
-* ``max``: y = the model's most probable class.
-* ``expected``: the exact expectation Σ_c p(c|x) (∂ log p(c|x)/∂θ)², one per-sample pass per class (C times the
-  cost of the other modes, where C is the width of the task's output).
-
-``fisher_diagonal`` is the shared Fisher computation (online EWC and mode-IMM reuse it).
+Equations, the ``fisher`` modes and why ``empirical`` is the default: docs/methods.md, section ``ewc``.
 """
 
 from __future__ import annotations
@@ -98,8 +81,7 @@ def fisher_diagonal(model: Network, names: list[str], view: TaskView, task_id: i
 
 class Params(base.Params):
     lam: float = Field(1e4, ge=0.0, description="λ: penalty strength, loss adds (λ/2) Σ_k Ω_k (θ−θ*_k)². A model "
-                       "trained to ~100 % has a tiny Fisher: task-IL split MNIST at 2000 Adam steps per task needs "
-                       "1e7–1e8 (RESULTS.md)")
+                       "trained to ~100 % has a tiny Fisher and needs a much larger λ (docs/methods.md, ewc)")
     fisher: FisherMode = Field("empirical", description="labels in the Fisher: empirical (true labels), sample "
                                "(drawn from the model), max (its argmax) or expected (exact sum over classes)")
     fisher_samples: int | None = Field(None, gt=0, description="cap on the training samples the Fisher uses "

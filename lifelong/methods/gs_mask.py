@@ -1,17 +1,8 @@
-"""Group-sparse filter masks with calibration and meta-iteration (origin document 000, METHODS.md).
+"""Group-sparse filter masks with calibration and meta-iteration (origin document 000): CE + a group-sparse
+regularizer; filters above τ after a task become that task's and never change again; task j is evaluated with
+only the filters of tasks ≤ j; meta-iteration phases on mini-tasks (``meta.py``).
 
-The network is ``gs-conv`` (4 × Conv3×3 → per-task BN → ReLU → per-task calibration → MaxPool2, a head per
-task). Training task t minimises CE + R, R the group-sparse regularizer below, which drives unused conv filters to
-zero. After task t every filter with ‖W_f‖₂ > τ that no earlier task owns becomes owned by t. Owned filters
-(weights and bias) never change again: after every optimizer step and meta step they are copied back from a
-snapshot (``torch.where``, ``filter_ownership.py``), so weight decay, momentum and Adam cannot move them by a
-single bit. Task j is evaluated with only the filters owned by tasks ≤ j switched on (later tasks' and still-free
-filters off, see ``FilterMaskedConvNet``) and with its own BN, calibration and head, which later tasks never
-train: old tasks' outputs are bit-identical after any later training, so BWT = 0 in task-incremental evaluation.
-
-Every ``meta_every`` epochs (at the start of epochs meta_every, 2·meta_every, ... as the authors' code) the method
-runs ``num_iterations`` outer steps of episodic meta-learning on mini-tasks of the current task (``meta.py``),
-through a separate ``ways``-wide meta head; frozen filters are held in the inner and the outer steps.
+The loss, ownership, evaluation, meta-iteration and every deviation: docs/methods.md, section ``gs-mask``.
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
-"""Incremental Moment Matching (Lee, Kim, Jun, Ha & Zhang, NeurIPS 2017, "Overcoming catastrophic forgetting
-by incremental moment matching"): mean-IMM (``imm-mean``) and mode-IMM (``imm-mode``).
+"""Incremental Moment Matching (Lee, Kim, Jun, Ha & Zhang, NeurIPS 2017): mean-IMM (``imm-mean``) and mode-IMM
+(``imm-mode``) merge the per-task solutions θ*_k, each task trained from the previous unmerged θ*_{t−1}.
 
-METHODS.md, IMM: train task t starting from θ*_{t−1} (optionally with L2- or drop-transfer), then merge the
-per-task solutions: mean-IMM θ = Σ_k α_k θ*_k; mode-IMM θ = (Σ_k α_k F_k)⁻¹ Σ_k α_k F_k θ*_k elementwise with
-diagonal Fishers floored at 1e-8; α equal by default; task heads are not merged. How this file reads the spec:
-
-- θ*_t is the *unmerged* solution of task t. Task t+1 trains from θ*_t (the paper's weight-transfer; the
-  authors' code also trains every task from the previous task's trained weights and merges separately), while
-  evaluation after task t sees the IMM model merged over tasks 1..t, so row t of R is what IMM delivers after t
-  tasks. The model holds the merged weights between tasks (and at the end of the run); ``before_task`` puts
-  θ*_t back from the method state.
-- Merged names: every trainable parameter except task-incremental heads ``heads.<k>.*``; head k keeps the
-  weights it had at θ*_k (it is trained only during task k). A shared head (``heads.shared.*``, class- and
-  domain-incremental) is a shared parameter and is merged. Buffers (BatchNorm statistics) are not merged: the
-  merged model keeps those of θ*_t. L2- and drop-transfer act on the same names.
-- ``alpha``: one positive weight per task; the merge after t tasks uses α_1..α_t renormalised to sum to 1.
-- F_k: diagonal Fisher at θ*_k on task k's training data with task k's head, from EWC's ``fisher_diagonal``
-  (same options; default ``sample``, labels drawn from the model, as in the authors' code), floored at 1e-8 per
-  task (the authors' code adds 1e-8 to each task's Fisher), so where no task carries information the mode merge
-  falls back to the α-weighted mean.
-- Merges fold into running sums P = Σ α_k F_k and Q = Σ α_k F_k θ*_k (F_k ≡ 1 for mean-IMM): θ = Q / P, so the
-  state does not grow with the number of tasks.
-- L2-transfer adds ``l2``·‖θ − θ*_{t−1}‖² (a sum of squares without ½, as the authors' code; default 1e-4 is
-  their code's default, with SGD lr 0.1).
-- Drop-transfer: at each step the network runs on θ*_{t−1} + m ⊙ (θ − θ*_{t−1}) / (1 − p), m ~ Bernoulli(1 − p)
-  per parameter element, one mask per step (via ``functional_call``, so gradients reach θ through the mask).
-  The paper defines dropout with θ*_{t−1} as its zero point; the authors' code drops units of the difference
-  network instead. Elementwise masks follow METHODS.md. p = 0.5 is the paper's setting. Prediction uses θ.
+The merges, L2- and drop-transfer, and how this file reads the paper and the authors' code: docs/methods.md,
+section ``imm-mean``.
 """
 
 from __future__ import annotations

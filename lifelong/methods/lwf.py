@@ -1,34 +1,8 @@
-"""Learning without Forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2017), METHODS.md "Distillation family".
+"""Learning without Forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2017): CE on the current head plus λ Σ over old
+heads of KL(softmax(teacher/T) ‖ softmax(student/T)) on the current task's inputs, the teacher a frozen copy.
 
-Before task t > 0 a frozen copy of the model (the teacher, in eval mode, no gradients) is kept. Training task t
-minimises
-
-    CE(current head, y) + λ Σ_{old heads k} KL( softmax(z*_k / T) ‖ softmax(z_k / T) )
-
-on the *current* task's inputs, where z*_k are the teacher's and z_k the current model's logits of old head k.
-Choices made here (each a Param where it is a real alternative):
-
-- KL rather than the paper's cross-entropy −Σ p* log q: the two differ by the teacher's entropy, a constant, so
-  the gradients are identical; the KL is 0 when the model equals the teacher, which makes the logged loss
-  readable. Each term is averaged over the batch.
-- Σ over old heads (METHODS.md; ``head_reduction: mean`` divides by their number instead).
-- No T² factor, as in Li & Hoiem's code (``t_squared: true`` gives Hinton et al.'s scaling instead).
-- A constant λ (``lam_by_tasks: true`` multiplies it by the number of old tasks, which with ``t_squared`` and
-  ``head_reduction: mean`` is van de Ven et al. 2019's weighting (1/t)·CE + (1 − 1/t)·T²·KD, KD their mean over the
-  old heads, up to the factor 1/t that Adam does not see; with one old term (class- and domain-incremental, or
-  task 2) sum and mean agree).
-- Scenarios: task-incremental has one old head per earlier task (``model.logits(features, k)``, k < t).
-  Class-incremental has one shared head: there is a single term over the classes the teacher knew (the shared
-  head's first Σ_{k<t} n_k outputs, one softmax over all of them). The student's softmax covers the same classes
-  (``student_classes: old``), or every class seen so far with target probability 0 on the new ones
-  (``student_classes: seen``, van de Ven et al. 2019's code): then the distillation also pulls the new classes'
-  probabilities down on the new task's inputs, against the cross-entropy's bias towards them.
-  Domain-incremental: a single term over the whole shared head.
-
-One teacher forward per batch: the teacher's features are computed once (under ``no_grad``) and every old head
-is applied to them; the student's features are computed once and serve both the new and the old heads.
-Li & Hoiem record the teacher's outputs once before training; computing them per batch costs one extra forward
-pass per step but works with augmentation and needs no per-sample index from the loop.
+The objective, the choices (KL, sum over heads, no T², the scenarios, one teacher forward per batch) and van de
+Ven et al.'s weighting: docs/methods.md, section ``lwf``.
 """
 
 from __future__ import annotations
@@ -50,7 +24,8 @@ class Params(base.Params):
     lam: float = Field(1.0, ge=0.0, description="weight λ of the distillation loss (Li & Hoiem: 1)")
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature T of the distillation (Li & Hoiem: 2)")
     head_reduction: Literal["sum", "mean"] = Field(
-        "sum", description="combine the old heads' distillation terms by their sum (METHODS.md) or their mean")
+        "sum", description="combine the old heads' distillation terms by their sum (the specification's choice) "
+                       "or their mean")
     t_squared: bool = Field(False, description="multiply the distillation by T² (Hinton 2015; Li & Hoiem do not)")
     lam_by_tasks: bool = Field(False, description="multiply λ by the number of old tasks: van de Ven et al. 2019's "
                                "(1/t)·CE + (1 − 1/t)·distillation, up to the overall factor 1/t (their distillation "

@@ -1,19 +1,8 @@
-"""MARK (Hurtado, Raymond-Saez & Soto, NeurIPS 2021), METHODS.md "MARK": a shared knowledge base (KB) of conv
-blocks whose channels each task scales per sample with masks of its own, and a metalearning update of the KB.
+"""MARK (Hurtado, Raymond-Saez & Soto, NeurIPS 2021): a shared knowledge base (KB) of conv blocks whose channels
+each task scales per sample with masks of its own, and a metalearning update of the KB.
 
-For task t, phases (1)-(4) run in ``before_task`` on the task's training data and phase (5) is the loop's epochs:
-(1) train F^t with a temporary head, then freeze it (skipped with a pretrained backbone, which serves every task);
-(2) first task only: train the KB and C^1 without masks; (3) train M^t and C^t with the KB fixed; (4) meta_epochs
-times: each of mini_tasks copies of the KB, with a fresh linear classifier, takes inner_loop SGD steps on one batch
-of the task (masks of M^t applied); then θ ← θ + β Σ_k (w_k/Σw)(θ_k − θ), the Reptile direction of the paper (the
-authors' released code steps the other way); (5) retrain M^t and C^t for ``train.epochs`` in the loop.
-
-Choices: w_k is the adapted copy's accuracy on a second random batch of the task, not on the batch it fitted
-(equal weights if every w_k is 0); the inner loop is SGD at lr_inner without momentum, with the gradient-norm clip
-of the other phases (unclipped, a copy can diverge to NaN on its single batch), and a copy whose weights are not
-finite is left out of the update; every other phase is SGD with this section's lr_task, momentum, weight decay and
-gradient-norm clip (``train.lr``, ``train.optimizer`` and friends are not used). Internal phases shuffle with a generator seeded from the global RNG,
-which the loop checkpoints, so an interrupted run resumes identically.
+The five phases of a task and the deviations and choices (Reptile direction, w_k, inner loop): docs/methods.md,
+section ``mark``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Memory Aware Synapses (Aljundi et al., ECCV 2018), METHODS.md "Quadratic-penalty family: MAS".
+"""Memory Aware Synapses (Aljundi et al., ECCV 2018): Ω = mean over the task's inputs of |∂ ‖F(x)‖₂² / ∂θ| (no
+labels), summed over tasks with a single anchor; the loss adds λ Σ Ω (θ − θ*)².
 
-After task t, on that task's inputs (labels are never read, so unlabeled data works):
-Ω_t,i = mean over samples of |∂ ‖F(x)‖₂² / ∂θ_i|, F = the logits of the active head (the task's own head in
-task-incremental). Ω ← Ω + Ω_t and a single anchor θ* (the latest parameters); the loss adds λ Σ_i Ω_i (θ_i − θ*_i)².
-
-Per-sample gradients are the paper's definition and the default. ``per_batch`` offers the authors' cheaper
-approximation, named as such: |∂ mean_batch ‖F‖² / ∂θ| averaged over batches (weighted by batch size).
-
-Per-sample sums go through `summed_per_sample` (closed form for linear layers, vmap otherwise) and the penalty through
-`QuadraticPenalty`, both shared with the rest of the quadratic-penalty family.
+Equations and the ``per_batch`` approximation: docs/methods.md, section ``mas``.
 """
 
 from __future__ import annotations

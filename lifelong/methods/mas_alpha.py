@@ -1,21 +1,7 @@
-"""MAS with alpha-scaling (seed document 003), METHODS.md "Quadratic-penalty family: MAS-alpha".
+"""MAS with alpha-scaling (seed document 003): one Ω_t and anchor θ*_t per task, weighted by α_t so that α_t·S_t
+(S_t = Σ_i Ω_t,i) is equal for every task and Σ_t α_t = λ.
 
-MAS sums importances over tasks, so a task whose Ω happens to be large in scale dominates the penalty. Here each task
-keeps its own Ω_t (computed exactly as in MAS, see ``lifelong.methods.mas``) and anchor θ*_t, and the loss adds
-Σ_t α_t Σ_i Ω_t,i (θ_i − θ*_t,i)² with α_t·S_t equal for every t (S_t = Σ_i Ω_t,i) and Σ_t α_t = λ. The closed form
-α_t = λ / (S_t · Σ_t' 1/S_t') is recomputed after every task (the α change as tasks are added) and folded into one
-QuadraticPenalty. A task with S_t = 0 (nothing to protect) gets α_t = 0 and the others share λ.
-Per-task anchors (as document 003 writes them) pull a shared parameter towards an Ω-weighted mix of the old θ*_t,
-not towards the latest θ* as MAS does; a task whose solution moved parameters important to an earlier one can be
-pulled off its own solution (seen on the quickstart, seed 1: task 2 drops from 0.945 to 0.52, MAS keeps 0.93).
-
-λ is given in exactly one of two ways (setting both is an error):
-- ``lam_per_task``: λ = lam_per_task × N, N = number of tasks seen so far (the document's settings λ ∈ {N, 1.5N,
-  2N, 3N} are lam_per_task ∈ {1, 1.5, 2, 3}). This is the default, with lam_per_task = 1: when every S_t is equal
-  it gives α_t = 1, i.e. exactly MAS with its default λ = 1.
-- ``lam``: a fixed λ whatever the number of tasks.
-
-``report()`` lists, after each task k, the α_1..α_k chosen then, with λ and every S_t (results.json method_info).
+The closed form of α, the two ways to give λ, and what per-task anchors cost: docs/methods.md, section ``mas-alpha``.
 """
 
 from __future__ import annotations

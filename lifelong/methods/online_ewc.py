@@ -1,12 +1,7 @@
-"""Online EWC (Schwarz et al. 2018, "Progress & Compress: A scalable framework for continual learning", ICML,
-section 4), as METHODS.md "Quadratic-penalty family / online EWC" specifies.
+"""Online EWC (Schwarz et al. 2018, "Progress & Compress", ICML, section 4): one running Fisher F ← γF + F_t and
+the latest parameters as the single anchor; EWC whose list of consolidated tasks always holds one entry.
 
-Instead of one (Ω_k, θ*_k) pair per task, keep one running Fisher and one anchor: after task t,
-F ← γ F + F_t and θ* ← θ (the latest parameters), and the loss is CE + (λ/2) Σ_i F_i (θ_i − θ*_i)². Memory
-and step cost stay constant however many tasks pass. γ = 1 sums the Fishers; γ < 1 lets old tasks fade.
-
-F_t is EWC's diagonal Fisher (``lifelong.methods.ewc.fisher_diagonal``, same ``fisher`` modes and sample cap);
-this class is EWC whose list of consolidated tasks always holds a single, running entry.
+Equations and choices: docs/methods.md, section ``online-ewc``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
-"""Synaptic Intelligence (Zenke, Poole & Ganguli, "Continual Learning Through Synaptic Intelligence", ICML 2017).
+"""Synaptic Intelligence (Zenke, Poole & Ganguli, "Continual Learning Through Synaptic Intelligence", ICML 2017):
+ω += −g·Δθ along the training path, Ω += ω / (Δθ_task² + ξ) at the task's end, penalty c Σ Ω (θ − θ*)².
 
-METHODS.md, quadratic-penalty family, SI: while task t trains, every optimizer step adds ω_i += −g_i · Δθ_i, with
-g the gradient of the task loss alone (no penalty) and Δθ the change the step actually made; at the end of the
-task Ω_i += ω_i / ((θ_i(end) − θ_i(start))² + ξ), ω is reset and the anchor becomes θ* = θ. The loss adds
-c Σ_i Ω_i (θ_i − θ*_i)² (one fold of ``QuadraticPenalty``).
-
-Per step, over the parameters that received a gradient (the others do not move, so add nothing to ω): backward
-the task loss alone, so its gradient g lands in ``.grad``; ω += g·θ_before (``torch._foreach_addcmul_`` on views of
-ω); add the penalty's gradient 2 (A θ − B) in closed form into new ``.grad`` tensors
-(``QuadraticPenalty.add_gradient_(keep_original=True)``: g stays untouched without a copy; the gradient is exactly
-zero at the anchor, so Adam does not move old heads); step (optimizers never write into ``.grad``); then
-ω −= g·θ_after. Two passes instead of three (copy θ, subtract, multiply-add): the price is one float32 rounding
-of g·θ per step instead of g·Δθ, which stays below 1e-4 of ω even when each step moves θ by a few millionths
-(tested against float64).
-
-Growth: every vector (ω, Ω, θ*, θ(start)) is laid out in ``names``, the trainable parameters present when the
-current task started. Parameters that appear later (a new task's head) join at the next ``before_task`` with
-Ω = 0, θ* = their current value, so they are free until a task that trains them ends.
+The equations, the two-pass step (g the task loss's gradient alone), its cost, and how new parameters join:
+docs/methods.md, section ``si``.
 """
 
 from __future__ import annotations
@@ -41,9 +27,9 @@ class _WorkViews(NamedTuple):
 
 
 class Params(base.Params):
-    c: float = Field(1.0, ge=0.0, description="penalty strength c of c Σ Ω (θ−θ*)²; Zenke 2017 / METHODS.md: "
-                                              "0.1–10 is common (1.0, mid-range, by default)")
-    xi: float = Field(0.1, gt=0.0, description="damping ξ in Ω += ω / (Δθ² + ξ) (METHODS.md default 0.1)")
+    c: float = Field(1.0, ge=0.0, description="penalty strength c of c Σ Ω (θ−θ*)²; Zenke 2017 and the "
+                                              "specification: 0.1–10 is common (1.0, mid-range, by default)")
+    xi: float = Field(0.1, gt=0.0, description="damping ξ in Ω += ω / (Δθ² + ξ) (the specification's default, 0.1)")
 
 
 class SI(Method):

@@ -1,22 +1,8 @@
 """Selfless Sequential Learning (Aljundi, Rohrbach & Tuytelaars, ICLR 2019): SNI, SLNI and SLNID, an inhibition
-regularizer on the hidden activations added to MAS (``mas-slni``) or EWC (``ewc-slni``); METHODS.md "SLNI / SLNID".
+regularizer on the hidden activations added to MAS (``mas-slni``) or EWC (``ewc-slni``).
 
-For a hidden layer with post-ReLU activations H (M samples × N neurons), C = HᵀH / M (not mean-centred) and
-R = Σ_{i≠j} W_ij |C_ij| with W_ij = exp(−(i−j)² / (2σ²)), σ = N / scale (SLNI; W_ij = 1 for SNI), times
-exp(−(α_i + α_j)) for SLNID, α_i = Σ over finished tasks of mean |∂ ‖F(x)‖² / ∂ pre-activation_i| on the task's
-training inputs (F = the logits of the task's head, as MAS; ``neuron_importance``, also used by ``ewc-slni``).
-Loss = CE + λ_SLNI Σ_layers R + the MAS / EWC penalty, from one forward pass (``forward_with_activations``).
-
-How it is computed: W (zero diagonal, the α discount folded in) is built once per task, not per step. Post-ReLU
-activations are non-negative, so |C_ij| = C_ij and Σ_ij W_ij C_ij = Σ_m h_mᵀ W h_m / M: one (M×N)·(N×N) matmul
-P = H W per layer, whose gradient 2 P / M is already at hand (``_Inhibition``), instead of HᵀH plus the two matmuls
-of its backward. This relies on H ≥ 0, which every ReLU layer guarantees.
-
-Hyperparameters come from two config sections, the base method's (``mas`` / ``ewc``) and ``slni`` (``make_params``);
-a ``slni`` section with ``method: mas`` or ``ewc`` runs ``mas-slni`` / ``ewc-slni`` (``variant_of``, methods.method_class).
-Defaults of the authors' permuted-MNIST demo: λ_SLNI = 1e-3 with λ_MAS = 0.1; λ_SLNI = 2e-3 with λ_EWC = 10 (their
-penalty λ Σ F (θ−θ*)², i.e. ``ewc.lam`` = 20 here); ``configs/slni_pmnist.yml`` sets them. Deviation from the
-authors' code, following the paper and METHODS.md: their code discounts pairs by min(e^{−α_i}, e^{−α_j}) by default.
+The regularizer, how it is computed in one matrix product, the authors' demo settings and the deviation from
+their code: docs/methods.md, section ``mas-slni``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MARK's networks (Hurtado et al. 2021, METHODS.md "MARK"): the shared knowledge base and the per-task pieces.
+"""MARK's networks (Hurtado et al. 2021; docs/methods.md, section ``mark``): the shared knowledge base and the
+per-task pieces.
 
 ``KnowledgeBase`` is the shared KB (also a registered backbone, ``mark-kb``: without masks it is a plain conv
 net). ``TaskExtractor`` is F^t, ``MaskGenerator`` M^t; ``MarkModel`` puts the KB, every task's F^t and M^t and
