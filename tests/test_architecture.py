@@ -80,3 +80,77 @@ def test_the_checker_sees_an_import_up_the_layers_and_ignores_typing_only_ones()
               "def f():\n    from lifelong.loop import run\n")
     imports = runtime_imports(ast.parse(source), "lifelong.methods.x")
     assert imports == [(5, "lifelong.loop")] and layer("lifelong.loop") > layer("lifelong.methods.x")
+
+
+THROWAWAY = '''"""L2 pull towards the weights after the previous task: a throwaway method written by the recipe."""
+
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from lifelong.methods import base
+from lifelong.methods.base import Method
+
+
+class Params(base.Params):
+    lam: float = Field(0.5, ge=0.0, description="strength of the pull towards the previous task's weights")
+
+
+class L2Anchor(Method):
+    name = "l2-anchor"
+    description = "an L2 penalty towards the weights after the previous task"
+    Params = Params
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def task_loss(self, x, y, task_ids):
+        loss = super().task_loss(x, y, task_ids)
+        for name, p in self.model.backbone.named_parameters():
+            if name in self.anchor:
+                loss = loss + self.params.lam * (p - self.anchor[name]).pow(2).sum()
+        return loss
+
+    def after_task(self, task, train):
+        self.anchor = {n: p.detach().clone() for n, p in self.model.backbone.named_parameters()}
+
+    def extra_state(self):
+        return {"anchor": self.anchor}
+
+    def load_extra_state(self, state):
+        self.anchor = dict(state["anchor"])
+'''
+
+
+def test_the_add_a_method_recipe_of_docs_architecture_works(tmp_path, monkeypatch, crash_and_resume):
+    """A method written to a temporary file and added to METHODS is configurable, runs, and keeps the contract."""
+    import importlib.util
+
+    import lifelong
+    from lifelong.config import build_config
+    from lifelong.errors import UserError
+    from lifelong.methods import METHODS
+    from test_method_contract import check_documented, check_kill_and_resume, check_state_round_trip, \
+        contract_config
+
+    recipe = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    assert "**A method.**" in recipe and "METHODS" in recipe and "lifelong/methods/naive.py" in recipe
+    path = tmp_path / "l2_anchor.py"
+    path.write_text(THROWAWAY)
+    spec = importlib.util.spec_from_file_location("l2_anchor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(METHODS, "l2-anchor", module.L2Anchor)
+
+    cfg = build_config({"method": "l2-anchor"}, ["l2-anchor.lam=2"])
+    assert cfg.method_params("l2-anchor").lam == 2.0
+    with pytest.raises(UserError, match="unknown config key 'l2-anchor.strength'"):
+        build_config({"method": "l2-anchor", "l2-anchor": {"strength": 1}})
+    _, strong = lifelong.run(contract_config(tmp_path, "l2-anchor", "strong", **{"l2-anchor": {"lam": 10.0}}))
+    _, naive = lifelong.run(contract_config(tmp_path, "naive", "naive"))
+    assert strong["acc_matrix"] != naive["acc_matrix"]  # the penalty took part in training
+    check_documented(module.L2Anchor)
+    check_kill_and_resume(tmp_path, crash_and_resume, "l2-anchor")
+    check_state_round_trip(tmp_path, "l2-anchor", "cpu")

@@ -68,3 +68,27 @@ def test_eval_batches_cover_the_split_in_order():
     view = TaskView(task, task.train, torch.device("cpu"))
     ys = torch.cat([y for _, y in eval_batches(view, 3)])
     assert torch.equal(ys, task.train.labels)
+
+
+def test_a_batch_carries_the_raw_rows_its_inputs_came_from():
+    """Single and mixed streams, augmented or not: raw = the stored uint8 rows, rows = their index in the view,
+    and without augmentation the inputs are exactly the view's preparation of the raw rows."""
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(3))
+    views = [TaskView(make_task(i, n=6 + i, permutation=perm), make_task(i, n=6 + i, permutation=perm).train,
+                      torch.device("cpu")) for i in range(3)]
+    for chosen in (views[:1], views):
+        for augmented in (False, True):
+            stream = Stream(chosen, 4, torch.Generator().manual_seed(0), augment=augmented)
+            count = 0
+            for batch in stream.epoch():
+                ids = torch.full_like(batch.targets, batch.task_ids) if isinstance(batch.task_ids, int) else batch.task_ids
+                for i in range(len(batch.targets)):
+                    view = views[int(ids[i])]
+                    row = int(batch.rows[i])
+                    assert torch.equal(batch.raw[i], view.images[row]) and batch.targets[i] == view.targets[row]
+                if not augmented:
+                    prepared = torch.cat([views[int(ids[i])].prepare(batch.raw[i : i + 1]) for i in range(len(ids))])
+                    assert torch.equal(batch.inputs, prepared)
+                assert batch.raw.dtype == torch.uint8
+                count += len(batch.targets)
+            assert count == sum(len(v) for v in chosen)

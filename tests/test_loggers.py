@@ -45,3 +45,63 @@ def test_without_tensorboard_the_logger_is_a_user_error(tiny, monkeypatch, capsy
 
 def test_the_logger_does_not_change_the_run_directory():
     assert build_config({"logger": "tensorboard"}).fingerprint() == build_config({}).fingerprint()
+
+
+class Recorder:
+    """A throwaway logger that keeps every call, registered for one test."""
+
+    calls: list = []
+
+    def __init__(self):
+        self.name = "recorder"
+
+    def start(self, run_dir, config, history):
+        Recorder.calls.append(("start", config["method"], list(history)))
+
+    def log(self, record):
+        Recorder.calls.append(("log", record))
+
+    def finish(self, results, files):
+        Recorder.calls.append(("finish", results, sorted(files)))
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    import lifelong.loggers
+
+    Recorder.calls = []
+    monkeypatch.setitem(lifelong.loggers.LOGGERS, "recorder", Recorder)
+    return Recorder.calls
+
+
+def test_several_loggers_receive_every_record_and_the_results(tiny, recorder):
+    pytest.importorskip("tensorboard", reason="the optional extra lifelong[tensorboard] is not installed")
+    run_dir, results = run(tiny(logger="tensorboard,recorder"))
+    assert recorder[0] == ("start", "naive", [])
+    assert [c[1] for c in recorder[1:-1]] == store.read_metrics(run_dir)
+    assert recorder[-1] == ("finish", results, ["config.yaml", "metrics.jsonl", "model.safetensors", "results.json"])
+    assert scalars(run_dir)["test_acc/task_1"]  # the other logger got the same records
+
+
+def test_a_crashed_run_closes_its_loggers_and_a_resume_gives_them_the_history(tiny, recorder, crash_and_resume):
+    run_dir, results = crash_and_resume(tiny(logger=["recorder"]), [(1, 1)])
+    finishes = [c for c in recorder if c[0] == "finish"]
+    assert finishes[0] == ("finish", None, []) and finishes[1][1] == results
+    starts = [c for c in recorder if c[0] == "start"]
+    logged_before_the_crash = [c[1] for c in recorder[1 : recorder.index(finishes[0])]]
+    assert starts[1][2] == logged_before_the_crash  # every record up to the checkpoint, none after it
+    resumed_logs = [c[1] for c in recorder[recorder.index(starts[1]) + 1 : -1]]
+    assert starts[1][2] + resumed_logs == store.read_metrics(run_dir)
+
+
+@pytest.mark.parametrize("value,names", [("none", []), (None, []), ("tensorboard", ["tensorboard"]),
+                                         (["tensorboard"], ["tensorboard"]), ("none,tensorboard", ["tensorboard"])])
+def test_logger_names_are_read_from_a_string_or_a_list(value, names):
+    assert build_config({"logger": value}).logger == names
+
+
+def test_an_unknown_logger_is_a_user_error():
+    from lifelong.errors import UserError
+
+    with pytest.raises(UserError, match="unknown logger 'wandb'; valid: none, tensorboard"):
+        build_config({"logger": "wandb"})
