@@ -316,7 +316,7 @@ def main() -> None:
              "protocol has no validation split); online EWC γ = 1 with EWC's λ; the other methods at their "
              "defaults (docs/methods.md), mas-alpha with λ = 1 per task seen, lwf weighted as van de Ven et al.'s "
              "code, (1/t)·CE + (1 − 1/t)·T²·KD (`lwf.lam_by_tasks`, `lwf.t_squared`), but with KD summed "
-             "over the old heads in task-incremental runs (METHODS.md) where their code averages them (the "
+             "over the old heads in task-incremental runs (docs/methods.md, lwf) where their code averages them (the "
              "`lwf-task-mean` and `pmnist-lwf-mean` tables run their mean)."]
     for protocol in protocols:
         for scenario in PROTOCOLS[protocol]["scenarios"]:

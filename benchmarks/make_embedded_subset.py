@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = Path("/work/shared/data/fashion-mnist")
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "fashion-mnist"  # the shared data beside the repository
 DEFAULT_OUT = ROOT / "lifelong" / "data" / "embedded"
 PER_CLASS = {"train": 300, "test": 100}
 SOURCE_PREFIX = {"train": "train", "test": "t10k"}
