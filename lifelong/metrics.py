@@ -1,8 +1,8 @@
 """Continual-learning metrics as pure functions of the accuracy matrix R (numpy only, no torch).
 
 R[i][j] is the accuracy on task j after training task i (0-indexed, T×T, fractions in [0, 1]); row T-1 is the
-final model. Each definition is in its function's docstring (summarised in docs/compare.md). Every function validates its input and returns plain
-Python floats/lists so results can go straight into `results.json`.
+final model. Each definition is in its function's docstring (summarised in docs/compare.md). Every function
+validates its input and returns plain Python floats/lists so results can go straight into `results.json`.
 """
 
 from __future__ import annotations
