@@ -3,7 +3,8 @@
 Each writer produces files that `lifelong.data.sources` reads exactly as it reads the originals (IDX, python-version
 CIFAR pickles, SVHN .mat, notMNIST PNG folders, MiniImageNet cache pickles). `make_data_root` writes whole datasets
 (every class) into the folder layout `load_dataset` looks for, and `checksum_tables` / `patch_checksums` compute the
-`CHECKSUMS` entries that make the generated files verify, so the readers' verification stays on in tests.
+checksum tables that make the generated files verify, so the readers' verification stays on in tests.
+`set_checksums` swaps one registry entry's checksums for a test's duration (monkeypatch undoes it).
 
 Imported by the test modules as `from fakedata import ...` (pytest puts tests/ on sys.path: it has no __init__.py).
 """
@@ -15,6 +16,7 @@ import hashlib
 import pickle
 import struct
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +84,12 @@ def write_mnist(folder: Path, n_train: int, n_test: int, gz: bool = True, seed: 
 
 
 def sha256_table(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, str]]:
-    """The CHECKSUMS entry that matches generated IDX files (sha256 of the decompressed content)."""
+    """The checksum table that matches generated IDX files (sha256 of the decompressed content)."""
     return {stem: ("sha256", hashlib.sha256(idx_bytes(array)).hexdigest()) for stem, array in arrays.items()}
 
 
 def md5_table(folder: Path) -> dict[str, tuple[str, str]]:
-    """A CHECKSUMS entry with the md5 of every file in `folder`."""
+    """A checksum table with the md5 of every file in `folder`."""
     return {path.name: ("md5", hashlib.md5(path.read_bytes()).hexdigest()) for path in folder.iterdir()}
 
 
@@ -208,7 +210,7 @@ def write_mini_imagenet(folder: Path, per_class: int = 12, layout: dict[str, lis
 
 
 def make_data_root(root: Path, datasets: Iterable[str], per_class: int) -> None:
-    """Write each named dataset, with all its classes, into `root/<FOLDERS[name]>` as `load_dataset` expects.
+    """Write each named dataset, with all its classes, into `root/<DATASETS[name].folder>` as `load_dataset` expects.
 
     MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN get `per_class` images of every class in both their train and
     test files. notMNIST and MiniImageNet have no official split (the readers keep the last fifth / sixth of each
@@ -219,7 +221,7 @@ def make_data_root(root: Path, datasets: Iterable[str], per_class: int) -> None:
     for name in datasets:
         if name not in ALL_DATASETS:
             raise ValueError(f"unknown dataset {name!r}; known: {', '.join(ALL_DATASETS)}")
-        folder = root / sources.FOLDERS[name]
+        folder = root / sources.DATASETS[name].folder
         if name in ("mnist", "fashion-mnist"):
             write_mnist(folder, 10 * per_class, 10 * per_class, seed=ALL_DATASETS.index(name), balanced=True)
         elif name in ("cifar10", "cifar100"):
@@ -233,16 +235,16 @@ def make_data_root(root: Path, datasets: Iterable[str], per_class: int) -> None:
 
 
 def checksum_tables(root: Path, datasets: Iterable[str] | None = None) -> dict[str, dict[str, tuple[str, str]]]:
-    """`CHECKSUMS` entries computed from the files under `root`, the way the real ones were computed.
+    """Checksum tables (by dataset name) computed from the files under `root`, the way the real ones were computed.
 
     MNIST/Fashion-MNIST: sha256 of each IDX file's decompressed content; CIFAR and SVHN: md5 of every file in the
     dataset folder. Datasets without a folder under `root`, and notMNIST/MiniImageNet (never checksummed), are
     skipped.
     """
     tables = {}
-    for name in datasets if datasets is not None else sources.CHECKSUMS:
-        folder = Path(root) / sources.FOLDERS[name]
-        if name not in sources.CHECKSUMS or not folder.is_dir():
+    for name in datasets if datasets is not None else sources.DATASETS:
+        folder = Path(root) / sources.DATASETS[name].folder
+        if not sources.DATASETS[name].checksums or not folder.is_dir():
             continue
         if name in ("mnist", "fashion-mnist"):
             table = {}
@@ -257,13 +259,18 @@ def checksum_tables(root: Path, datasets: Iterable[str] | None = None) -> dict[s
     return tables
 
 
+def set_checksums(monkeypatch: pytest.MonkeyPatch, name: str, table: dict[str, tuple[str, str]]) -> None:
+    """Give dataset `name` the checksums `table` for the test's duration: its registry entry is swapped for a copy."""
+    monkeypatch.setitem(sources.DATASETS, name, replace(sources.DATASETS[name], checksums=table))
+
+
 def patch_checksums(monkeypatch: pytest.MonkeyPatch, root: Path, datasets: Iterable[str] | None = None,
                     tables: dict[str, dict[str, tuple[str, str]]] | None = None) -> dict[str, dict]:
-    """Replace `sources.CHECKSUMS` entries (for the test's duration) by ones the files under `root` match.
+    """Replace registry entries' checksums (for the test's duration) by ones the files under `root` match.
 
     Pass precomputed `tables` (from `checksum_tables`) to skip hashing the files again. Returns the tables used.
     """
     tables = tables if tables is not None else checksum_tables(root, datasets)
     for name, table in tables.items():
-        monkeypatch.setitem(sources.CHECKSUMS, name, table)
+        set_checksums(monkeypatch, name, table)
     return tables

@@ -1,12 +1,11 @@
 """Every named benchmark that needs external data, end to end on a generated data root in the official formats.
 
 The root (tests/fakedata.py) holds every class of MNIST, Fashion-MNIST, CIFAR-10/100, SVHN, notMNIST and
-MiniImageNet with a few images each; CHECKSUMS are recomputed from those files, so verification stays on.
+MiniImageNet with a few images each; checksums are recomputed from those files, so verification stays on.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from lifelong.data.benchmarks import MULTI_DATASETS, build_benchmark
 from lifelong.data.sources import load_dataset
 from lifelong.errors import UserError
 
-from fakedata import ALL_DATASETS, checksum_tables, make_data_root, patch_checksums
+from fakedata import ALL_DATASETS, checksum_tables, make_data_root, patch_checksums, set_checksums
 
 PER_CLASS = 3  # images per class per split (notMNIST 5 and MiniImageNet 6 per class in all: 4+1 and 5+1)
-REAL_CHECKSUMS = copy.deepcopy(sources.CHECKSUMS)
+REAL_CHECKSUMS = {name: dict(dataset.checksums) for name, dataset in sources.DATASETS.items()}
 
 GREY = {"name": "mlp", "hidden": [16]}
 RESNET = {"name": "resnet18-reduced", "nf": 4}
@@ -56,7 +55,7 @@ def one_thread() -> Any:
 
 @pytest.fixture(autouse=True)
 def root(data: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The generated root, with CHECKSUMS matching it and no other data folder (home, $LIFELONG_DATA, system)."""
+    """The generated root, with checksums matching it and no other data folder (home, $LIFELONG_DATA, system)."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LIFELONG_DATA", raising=False)
     monkeypatch.setattr(sources, "SYSTEM_ROOTS", ())
@@ -106,9 +105,9 @@ def test_generated_root_has_every_class_and_verifies_only_against_its_own_checks
         assert splits.test.labels.bincount(minlength=classes).tolist() == [test] * classes, name
     assert load_dataset("mini-imagenet", root).class_names == [f"n{k:08d}" for k in range(100)]
     for name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"):  # verification really is on
-        files = {path.name.removesuffix(".gz") for path in (root / sources.FOLDERS[name]).iterdir()}
-        assert files <= set(sources.CHECKSUMS[name]), name
-        monkeypatch.setitem(sources.CHECKSUMS, name, REAL_CHECKSUMS[name])
+        files = {path.name.removesuffix(".gz") for path in (root / sources.DATASETS[name].folder).iterdir()}
+        assert files <= set(sources.DATASETS[name].checksums), name
+        set_checksums(monkeypatch, name, REAL_CHECKSUMS[name])
         with pytest.raises(UserError, match="checksum mismatch"):
             load_dataset(name, root)
 

@@ -23,6 +23,8 @@ from lifelong.data.download import extract_tar, fetch
 from lifelong.data.sources import Download, download_dataset, load_dataset
 from lifelong.errors import UserError
 
+from fakedata import set_checksums
+
 MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -69,7 +71,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def serve_mnist(folder: Path) -> dict[str, tuple[str, str]]:
-    """Put four small MNIST .gz files in `folder`; return the CHECKSUMS entry that matches them."""
+    """Put four small MNIST .gz files in `folder`; return the checksum table that matches them."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     table = {}
@@ -83,7 +85,7 @@ def serve_mnist(folder: Path) -> dict[str, tuple[str, str]]:
 
 
 def cifar10_tarball(path: Path) -> dict[str, tuple[str, str]]:
-    """Write a tiny cifar-10-python.tar.gz; return the CHECKSUMS entry for it and its files."""
+    """Write a tiny cifar-10-python.tar.gz; return the checksum table for it and its files."""
     rng = np.random.default_rng(1)
     files = {f"data_batch_{i}": {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [i % 10, 3]}
              for i in range(1, 6)}
@@ -114,7 +116,7 @@ def listing(folder: Path) -> list[str]:
 def test_download_mnist_verifies_and_loads(tmp_path: Path, server: tuple[str, Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "mnist"))
+    set_checksums(monkeypatch, "mnist", serve_mnist(www / "mnist"))
     folder = download_dataset("mnist", tmp_path / "data", base_url=base_url, progress=False)
     assert folder == tmp_path / "data" / "mnist"
     assert listing(folder) == sorted(f"{stem}.gz" for stem in MNIST_STEMS)
@@ -126,7 +128,7 @@ def test_download_mnist_verifies_and_loads(tmp_path: Path, server: tuple[str, Pa
 def test_verified_files_are_not_downloaded_again(tmp_path: Path, server: tuple[str, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "mnist"))
+    set_checksums(monkeypatch, "mnist", serve_mnist(www / "mnist"))
     download_dataset("mnist", tmp_path, base_url=base_url, progress=False)
     assert download_dataset("mnist", tmp_path, base_url="http://127.0.0.1:9", progress=False) == tmp_path / "mnist"
 
@@ -157,7 +159,7 @@ def test_second_mirror_is_used_when_first_fails(tmp_path: Path, server: tuple[st
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
     assert sources.DATASETS["mnist"].download.mirrors[1] == "http://yann.lecun.com/exdb/mnist/"
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "exdb" / "mnist"))  # only the second mirror
+    set_checksums(monkeypatch, "mnist", serve_mnist(www / "exdb" / "mnist"))  # only the second mirror
     folder = download_dataset("mnist", tmp_path, base_url=base_url, progress=False)
     assert len(listing(folder)) == 4
 
@@ -174,7 +176,7 @@ def test_cifar_archive_download_with_progress(tmp_path: Path, server: tuple[str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
     (www / "~kriz").mkdir()
-    monkeypatch.setitem(sources.CHECKSUMS, "cifar10", cifar10_tarball(www / "~kriz" / "cifar-10-python.tar.gz"))
+    set_checksums(monkeypatch, "cifar10", cifar10_tarball(www / "~kriz" / "cifar-10-python.tar.gz"))
     folder = download_dataset("cifar10", tmp_path / "data", base_url=base_url, progress=True)
     assert folder == tmp_path / "data" / "cifar-10-batches-py"
     assert listing(tmp_path / "data") == ["cifar-10-batches-py"] + [f"cifar-10-batches-py/{name}" for name in sorted(
@@ -186,7 +188,7 @@ def test_cifar_archive_download_with_progress(tmp_path: Path, server: tuple[str,
 def test_load_dataset_downloads_into_first_writable_root(tmp_path: Path, server: tuple[str, Path],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     base_url, www = server
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", serve_mnist(www / "mnist"))
+    set_checksums(monkeypatch, "mnist", serve_mnist(www / "mnist"))
     mnist = sources.DATASETS["mnist"]
     monkeypatch.setitem(sources.DATASETS, "mnist", replace(mnist, download=Download((f"{base_url}/mnist/",),
                                                                              mnist.download.files)))

@@ -18,8 +18,8 @@ from lifelong.data.readers import (read_cifar, read_idx, read_image_folder, read
 from lifelong.data.sources import DATASETS, candidate_roots, load_dataset
 from lifelong.errors import UserError
 
-from fakedata import (idx_bytes, md5_table, sha256_table, write_cifar, write_mini_imagenet, write_mnist,
-                      write_notmnist, write_svhn)
+from fakedata import (idx_bytes, md5_table, set_checksums, sha256_table, write_cifar, write_mini_imagenet,
+                      write_mnist, write_notmnist, write_svhn)
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_read_idx_rejects_truncated_gzip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gz", [True, False])
 def test_load_mnist_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool) -> None:
     arrays = write_mnist(tmp_path / "mnist", 7, 3, gz=gz)
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", sha256_table(arrays))
+    set_checksums(monkeypatch, "mnist", sha256_table(arrays))
     for data_dir in (tmp_path, tmp_path / "mnist"):  # a root, or the dataset folder itself
         splits = load_dataset("mnist", data_dir)
         assert splits.name == "mnist" and splits.class_names == [str(d) for d in range(10)]
@@ -107,7 +107,7 @@ def test_load_mnist_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz
 
 def test_load_fashion_mnist_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = write_mnist(tmp_path / "fashion-mnist", 2, 2)
-    monkeypatch.setitem(sources.CHECKSUMS, "fashion-mnist", sha256_table(arrays))
+    set_checksums(monkeypatch, "fashion-mnist", sha256_table(arrays))
     splits = load_dataset("fashion-mnist", tmp_path)
     assert splits.name == "fashion-mnist" and splits.class_names[0] == "T-shirt/top" and len(splits.class_names) == 10
 
@@ -120,7 +120,7 @@ def test_checksum_mismatch(tmp_path: Path) -> None:
 
 def test_missing_file_in_found_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = write_mnist(tmp_path / "mnist", 2, 2)
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", sha256_table(arrays))
+    set_checksums(monkeypatch, "mnist", sha256_table(arrays))
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
         load_dataset("mnist", tmp_path)
@@ -154,7 +154,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
              "cache": tmp_path / "home" / ".cache" / "lifelong", "system": tmp_path / "system"}
     for n_train, root in enumerate(roots.values(), start=1):  # each root's copy is told apart by its size
         write_mnist(root / "mnist", n_train, 1)
-    monkeypatch.setitem(sources.CHECKSUMS, "mnist", {})
+    set_checksums(monkeypatch, "mnist", {})
     monkeypatch.setenv("LIFELONG_DATA", str(roots["env"]))
     monkeypatch.setattr(sources, "SYSTEM_ROOTS", (roots["system"],))
 
@@ -190,7 +190,7 @@ def test_read_cifar10(tmp_path: Path, bytes_keys: bool) -> None:
 def test_load_cifar100_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "cifar-100-python"
     batches = write_cifar(folder, 100, n=6)
-    monkeypatch.setitem(sources.CHECKSUMS, "cifar100", md5_table(folder))
+    set_checksums(monkeypatch, "cifar100", md5_table(folder))
     splits = load_dataset("cifar100", tmp_path)
     assert len(splits.class_names) == 100 and splits.class_names[99] == "fine99"
     assert splits.train.images.shape == (6, 3, 32, 32)
@@ -203,7 +203,7 @@ def test_cifar_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_cifar(folder, 10)
     table = md5_table(folder)
     table["data_batch_3"] = ("md5", "0" * 32)
-    monkeypatch.setitem(sources.CHECKSUMS, "cifar10", table)
+    set_checksums(monkeypatch, "cifar10", table)
     with pytest.raises(UserError, match="checksum mismatch for .*data_batch_3"):
         load_dataset("cifar10", tmp_path)
 
@@ -249,9 +249,9 @@ def test_read_svhn(tmp_path: Path) -> None:
 def test_load_svhn_verified_and_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "svhn"
     write_svhn(folder)
-    monkeypatch.setitem(sources.CHECKSUMS, "svhn", md5_table(folder))
+    set_checksums(monkeypatch, "svhn", md5_table(folder))
     assert len(load_dataset("svhn", tmp_path).train) == 5
-    monkeypatch.setitem(sources.CHECKSUMS, "svhn", {})
+    set_checksums(monkeypatch, "svhn", {})
     (folder / "test_32x32.mat").write_bytes(b"MATLAB 5.0 MAT-file, but nothing else")
     with pytest.raises(UserError, match="corrupt data file .*test_32x32.mat"):
         load_dataset("svhn", tmp_path)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from lifelong.data import readers
@@ -168,43 +167,6 @@ DATASETS: dict[str, Dataset] = {dataset.name: dataset for dataset in (
         ),
     ),
 )}
-
-
-class _FieldView(MutableMapping[str, Any]):
-    """One field of the registry's entries, by dataset name; a dataset whose field is empty is absent.
-
-    Setting `view[name]` replaces that entry by a copy holding the new value (so `CHECKSUMS[name] = table` is what
-    loading and downloading then verify against); deleting empties the field.
-    """
-
-    def __init__(self, registry: dict[str, Dataset], field_name: str) -> None:
-        self._registry, self._field = registry, field_name
-
-    def __getitem__(self, name: str) -> Any:
-        value = getattr(self._registry[name], self._field)
-        if not value:
-            raise KeyError(name)
-        return value
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        self._registry[name] = replace(self._registry[name], **{self._field: value})
-
-    def __delitem__(self, name: str) -> None:
-        self[name] = type(self[name])()
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, dataset in self._registry.items() if getattr(dataset, self._field))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-# The registry seen one field at a time, under the names of the tables it replaced (the test helpers use them).
-FOLDERS = _FieldView(DATASETS, "folder")
-CHECKSUMS = _FieldView(DATASETS, "checksums")
 
 
 # ----------------------------------------------------------------------------------------------------------------
