@@ -55,7 +55,9 @@ def build_method(cfg: Config, benchmark: Benchmark, device: torch.device) -> Met
     method_class = methods.method_class(cfg.method, cfg.params)
     build_network = NetworkFactory(cfg.model.name, cfg.model.options, tuple(benchmark.input_shape),
                                    benchmark.scenario, benchmark.class_counts, head_seed=cfg.seed, device=device)
-    return method_class(build_network, method_class.make_params(cfg), cfg.train)
+    method = method_class(build_network, method_class.make_params(cfg), cfg.train)
+    method.check_benchmark(benchmark)
+    return method
 
 
 def on_device(state: Any, device: torch.device) -> Any:

@@ -24,9 +24,16 @@ class Batch:
     task_ids: int | torch.Tensor  # one int for a single-task batch, else one id per sample
     raw: torch.Tensor
     rows: torch.Tensor
+    augmented: bool = False  # whether ``inputs`` were augmented (a replay memory augments its rows likewise)
 
     def __iter__(self) -> Iterator:
         return iter((self.inputs, self.targets, self.task_ids))
+
+    def sample_task_ids(self) -> torch.Tensor:
+        """One task id per sample, also for a single-task batch."""
+        if isinstance(self.task_ids, int):
+            return torch.full_like(self.targets, self.task_ids)
+        return self.task_ids
 
 
 class TaskView:
@@ -121,7 +128,7 @@ class Stream:
             x, y, task_ids, raw, rows = map(torch.cat, (xs, ys, ts, raws, locals_))
         if self.augment:
             x = augment(x, self.generator)
-        return Batch(x, y, task_ids, raw, rows)
+        return Batch(x, y, task_ids, raw, rows, self.augment)
 
 
 def eval_batches(view: TaskView, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -6,7 +6,9 @@ from collections.abc import Iterable
 
 from lifelong.errors import UserError
 from lifelong.methods.base import Method, Params
+from lifelong.methods.der import DER, DERPlusPlus
 from lifelong.methods.ebll import EBLL
+from lifelong.methods.er import ER
 from lifelong.methods.ewc import EWC
 from lifelong.methods.gs_mask import GSMask
 from lifelong.methods.imm import MeanIMM, ModeIMM
@@ -24,13 +26,14 @@ from lifelong.methods.slni import EWCSLNI, MASSLNI
 METHODS: dict[str, type[Method]] = {
     m.name: m
     for m in (Naive, Joint, SingleTask, EWC, OnlineEWC, SI, MAS, MASAlpha, MASSLNI, EWCSLNI, LwF, EBLL, MeanIMM,
-              ModeIMM, GSMask, MARK)
+              ModeIMM, GSMask, MARK, ER, DER, DERPlusPlus)
 }
 
 
 def param_sections() -> dict[str, type[Params]]:
     """The config sections (top-level YAML keys) that hold hyperparameters, by section name, from METHODS."""
-    return {m.config_section(): m.Params for m in METHODS.values()}
+    sections = {name: params for m in METHODS.values() for name, params in m.extra_sections.items()}
+    return {**sections, **{m.config_section(): m.Params for m in METHODS.values()}}
 
 
 def method_class(name: str, sections: Iterable[str] = ()) -> type[Method]:

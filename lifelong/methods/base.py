@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from lifelong.data.batches import Batch, TaskView
-from lifelong.data.scenarios import Task
+from lifelong.data.scenarios import Benchmark, Task
+from lifelong.errors import UserError
 from lifelong.methods.importance import QuadraticPenalty
 from lifelong.models.heads import Network
 
@@ -35,6 +36,8 @@ class Method:
     Params: ClassVar[type[Params]] = Params
     section: ClassVar[str | None] = None  # config section of the Params when not the method's name (imm-*: imm)
     variant_of: ClassVar[tuple[str, str] | None] = None  # (base method, section): runs instead of base with section
+    extra_sections: ClassVar[dict[str, type[Params]]] = {}  # config sections shared with other methods (memory)
+    scenarios: ClassVar[tuple[str, ...]] = ("task", "class", "domain")  # the scenarios the method can serve
 
     @classmethod
     def config_section(cls) -> str:
@@ -52,6 +55,12 @@ class Method:
         self.train_config = train
         self.optimizer: torch.optim.Optimizer | None = None
         self.penalty: QuadraticPenalty | None = None  # quadratic-penalty methods keep theirs here
+
+    def check_benchmark(self, benchmark: Benchmark) -> None:
+        """Refuse a benchmark the method cannot serve, before anything trains (a UserError naming the fix)."""
+        if benchmark.scenario not in self.scenarios:
+            raise UserError(f"method {self.name} serves only {' and '.join(self.scenarios)}-incremental scenarios, "
+                            f"not {benchmark.scenario}; set data.scenario to {self.scenarios[0]}")
 
     # --- hooks the loop calls, in this order for each task ---
     def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:

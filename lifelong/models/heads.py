@@ -73,9 +73,10 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         return self.logits(self.backbone(x), task_ids)
 
-    def logits(self, features: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
-        """Head outputs for already computed features."""
-        if self.scenario == "domain":
+    def logits(self, features: torch.Tensor, task_ids: int | torch.Tensor, all_classes: bool = False) -> torch.Tensor:
+        """Head outputs for already computed features; ``all_classes`` keeps a class-incremental head's outputs
+        for classes not reached yet (DER stores them)."""
+        if self.scenario == "domain" or (self.scenario == "class" and all_classes):
             return self.heads["shared"](features)
         if self.scenario == "class":
             last = task_ids if isinstance(task_ids, int) else int(task_ids.max())

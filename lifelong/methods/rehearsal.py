@@ -1,0 +1,101 @@
+"""What every rehearsal method shares: the ``memory`` config section, a Memory on the run's device, turning
+stored raw rows back into network inputs (each with its own task's preparation), and its state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import Field, create_model
+
+from lifelong.data.batches import Batch, TaskView, augment
+from lifelong.data.scenarios import Benchmark, Task
+from lifelong.errors import UserError
+from lifelong.methods import base
+from lifelong.methods.base import Method
+from lifelong.methods.memory import Memory, MemoryRows, Policy
+
+if TYPE_CHECKING:
+    from lifelong.config import Config
+
+
+class MemoryParams(base.Params):
+    """Config section ``memory``, shared by every rehearsal method."""
+
+    size: int = Field(500, gt=0, description="rows the memory holds in all: the budget as the papers count it")
+    batch_size: int = Field(32, gt=0, description="rows of one replayed batch")
+
+
+def with_memory(params_class: type[base.Params]) -> type[base.Params]:
+    """A method's own hyperparameters plus the section ``memory`` (what ``make_params`` builds)."""
+    return create_model(f"{params_class.__name__}WithMemory", __base__=params_class,
+                        memory=(MemoryParams, Field(default_factory=MemoryParams, description="the section memory")))
+
+
+class Rehearsal(Method):
+    """A method with a replay memory; subclasses set ``policy`` and ``keeps_logits`` and use ``store``/``replay``."""
+
+    extra_sections: ClassVar[dict[str, type[base.Params]]] = {"memory": MemoryParams}
+    policy: ClassVar[Policy] = "reservoir"
+    keeps_logits: ClassVar[bool] = False  # store the logits each row had when stored (DER)
+    Combined: ClassVar[type[base.Params]]  # Params plus memory: with_memory(Params)
+
+    @classmethod
+    def make_params(cls, cfg: Config) -> base.Params:
+        return cls.Combined(**cfg.params.get(cls.config_section(), {}), memory=cfg.params.get("memory", {}))
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        width = self.output_width() if self.keeps_logits else None
+        self.memory = Memory(self.params.memory.size, self.device(), seed=int(torch.randint(2**62, ())),
+                             policy=self.policy, logit_width=width)
+        self.views: dict[int, TaskView] = {}  # how each seen task prepares its raw rows
+
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def output_width(self) -> int:
+        """The widest output of the network: every class (class-IL), the widest head (task-IL), the shared head."""
+        counts, scenario = self.model.class_counts, self.model.scenario
+        return sum(counts) if scenario == "class" else max(counts) if scenario == "task" else counts[0]
+
+    def check_benchmark(self, benchmark: Benchmark) -> None:
+        super().check_benchmark(benchmark)
+        rows = sum(len(t.train.labels) for t in benchmark.tasks)
+        if self.params.memory.size > rows:
+            raise UserError(f"memory.size {self.params.memory.size} is larger than the benchmark's training data "
+                            f"({rows} rows); set memory.size to at most {rows}")
+
+    def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:
+        self.views = {v.task.id: v for v in seen}
+        return super().training_views(task, seen)
+
+    # --- the memory ---
+    def store(self, batch: Batch, logits: torch.Tensor | None = None) -> None:
+        """Offer the batch's raw (un-augmented) rows to the memory."""
+        self.memory.add(MemoryRows(batch.raw, batch.targets, batch.sample_task_ids(), logits))
+
+    def replay(self, n: int, augmented: bool) -> tuple[torch.Tensor, MemoryRows]:
+        """``n`` rows drawn from the memory, as network inputs (augmented afresh when the stream augments)."""
+        rows = self.memory.sample(n)
+        return self.inputs(rows, augmented), rows
+
+    def inputs(self, rows: MemoryRows, augmented: bool = False) -> torch.Tensor:
+        """Stored raw rows → network inputs, each row prepared by its own task's view."""
+        tasks = rows.task_ids.unique().tolist()
+        if len(tasks) == 1:
+            x = self.views[tasks[0]].prepare(rows.raw)
+        else:
+            x = torch.empty(rows.raw.shape, dtype=torch.float32, device=rows.raw.device)
+            for t in tasks:
+                mine = (rows.task_ids == t).nonzero().squeeze(1)
+                x[mine] = self.views[t].prepare(rows.raw.index_select(0, mine))
+        return augment(x, self.memory.generator) if augmented else x
+
+    # --- state ---
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "memory": self.memory.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.memory.load_state_dict(state["memory"])
