@@ -1,0 +1,121 @@
+"""ER and DER: the step is the objective of the paper on the rows it names, DER stores the logits the model gave,
+bad memory settings are one-line errors, and replay beats fine-tuning where fine-tuning fails."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lifelong
+from lifelong.cli import main
+from lifelong.config import TrainConfig, build_config
+from lifelong.data.batches import Stream, TaskView
+from lifelong.errors import UserError
+from lifelong.methods.der import DER, DERPlusPlus
+from lifelong.methods.er import ER
+from lifelong.methods.memory import MemoryRows
+from lifelong.methods.naive import Naive
+from lifelong.models import build_backbone
+from lifelong.models.heads import Network
+
+from conftest import make_view
+
+CPU = torch.device("cpu")
+
+
+def network():
+    torch.manual_seed(0)
+    return Network(build_backbone("mlp", (1, 3, 3), hidden=[6]), "class", [2, 2])
+
+
+def make(cls, **params):
+    torch.manual_seed(0)
+    method = cls(network, cls.Combined(memory={"size": 16, "batch_size": 4}, **params), TrainConfig(optimizer="sgd", lr=0.1))
+    views = [make_view(0, n=12), make_view(1, n=12)]
+    for t, view in enumerate(views):  # class-incremental targets: task t's classes are 2t, 2t + 1
+        view.targets = view.targets + 2 * t
+    return method, views
+
+
+def batches(view, size=4, seed=0):
+    return list(Stream([view], size, torch.Generator().manual_seed(seed)).epoch())
+
+
+def test_an_er_step_is_a_plain_step_on_the_incoming_and_replayed_rows():
+    er, views = make(ER)
+    er.training_views(views[0].task, views[:1])
+    er.before_task(views[0].task)
+    for batch in batches(views[0]):
+        er.train_batch(batch)
+    er.training_views(views[1].task, views)
+    er.before_task(views[1].task)
+    naive = Naive(network, Naive.Params(), er.train_config)
+    naive.model.load_state_dict(er.model.state_dict())
+    naive.before_task(views[1].task)
+    batch = batches(views[1])[0]
+    generator = copy.deepcopy(er.memory.generator)
+    replayed = er.memory.rows(torch.randperm(len(er.memory), generator=generator)[:4])  # what ER will draw
+    er.train_batch(batch)
+    x = torch.cat([batch.inputs, er.inputs(replayed)])
+    naive.train_step(x, torch.cat([batch.targets, replayed.targets]),
+                     torch.cat([batch.sample_task_ids(), replayed.task_ids]))
+    for (name, a), b in zip(er.model.named_parameters(), naive.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():
+    der, views = make(DERPlusPlus)
+    der.training_views(views[0].task, views[:1])
+    der.before_task(views[0].task)
+    for batch in batches(views[0], size=3):
+        before = copy.deepcopy(der.model)
+        held = len(der.memory)
+        der.train_batch(batch)
+        with torch.no_grad():
+            expected = before.logits(before.features(batch.inputs), 0, all_classes=True)
+        stored = der.memory.rows(torch.arange(held, held + 3))
+        assert expected.shape[1] == 4  # both tasks' classes, the later one not reached yet
+        assert torch.equal(stored.raw, batch.raw) and torch.allclose(stored.logits, expected, atol=1e-6)
+
+
+def test_der_loss_is_cross_entropy_plus_alpha_mse_plus_beta_cross_entropy():
+    """The DER++ objective, recomputed by hand from the rows it drew."""
+    der, views = make(DERPlusPlus, alpha=0.7, beta=0.4)
+    der.training_views(views[0].task, views[:1])
+    der.before_task(views[0].task)
+    for batch in batches(views[0]):
+        der.train_batch(batch)
+    batch = batches(views[0], seed=1)[0]
+    generator = copy.deepcopy(der.memory.generator)
+    first = der.memory.rows(torch.randperm(len(der.memory), generator=generator)[:4])
+    second = der.memory.rows(torch.randperm(len(der.memory), generator=generator)[:4])
+    model = copy.deepcopy(der.model)
+    expected = (F.cross_entropy(model(batch.inputs, 0), batch.targets)
+                + 0.7 * F.mse_loss(model.logits(model.features(der.inputs(first)), 0, all_classes=True), first.logits)
+                + 0.4 * F.cross_entropy(model(der.inputs(second), 0), second.targets))
+    assert torch.allclose(der.train_batch(batch), expected, atol=1e-6)
+
+
+def test_bad_memory_settings_are_one_line_errors(tiny, capsys):
+    with pytest.raises(UserError, match="invalid config value for 'memory.size'"):
+        build_config(tiny(method="er"), ["memory.size=0"])
+    with pytest.raises(UserError, match=r"memory.size 100000 is larger than the benchmark's training data"):
+        lifelong.run(tiny(method="er", memory={"size": 100000}))
+    config = tiny(method="der")
+    code = main(["run", "--method", "der", "--out", config["out"], "--max-tasks", "2", "--train-fraction", "0.1",
+                 "--set", "memory.size=999999", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "set memory.size to at most" in err
+
+
+@pytest.mark.parametrize("method,params,margin", [("er", {}, 0.3), ("der++", {}, 0.3), ("der", {"alpha": 1.0}, 0.2)])
+def test_replay_keeps_old_classes_where_fine_tuning_forgets_them(tiny, tmp_path, method, params, margin):
+    """Class-incremental quickstart, 3 tasks: fine-tuning keeps nothing of tasks 1 and 2. DER without its
+    cross-entropy term needs a stronger pull (α = 1) on this small data to keep a part of them."""
+    setup = dict(data={"scenario": "class", "max_tasks": 3, "train_fraction": 0.3}, train={"epochs": 2})
+    _, naive = lifelong.run(tiny(out=str(tmp_path / "naive"), **setup))
+    _, replay = lifelong.run(tiny(method=method, out=str(tmp_path / method), memory={"size": 200, "batch_size": 32},
+                                  **{method: params}, **setup))
+    old = lambda r: sum(r["acc_matrix"][-1][:-1]) / 2  # noqa: E731  (tasks 1 and 2 after task 3)
+    assert old(naive) < 0.25 and old(replay) > old(naive) + margin, (old(naive), old(replay))
