@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lifelong.errors import UserError
@@ -97,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="run directories, compare folders, or folders holding run directories (e.g. runs)")
     report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
 
-    listing = sub.add_parser("list", help="list methods, benchmarks, models and datasets",
+    listing = sub.add_parser("list", help="list methods, benchmarks, models, datasets, scenarios and loggers",
                              description="List what can be named in a config, with one-line descriptions.")
-    listing.add_argument("what", nargs="?", choices=["methods", "benchmarks", "models", "datasets", "scenarios"])
+    listing.add_argument("what", nargs="?", choices=["methods", "benchmarks", "models", "datasets", "scenarios",
+                                                          "loggers"])
 
     download = sub.add_parser("download", help="download a dataset from its official source",
                               description="Download a dataset, verify its checksums and store it atomically.")
@@ -149,6 +151,7 @@ def _list(console: Console, what: str | None) -> None:
     from lifelong.data.benchmarks import BENCHMARKS
     from lifelong.data.scenarios import SCENARIOS
     from lifelong.data.sources import DATASETS
+    from lifelong.loggers import LOGGERS
     from lifelong.methods import METHODS
     from lifelong.models import MODELS
 
@@ -158,6 +161,7 @@ def _list(console: Console, what: str | None) -> None:
         "models": {name: desc for name, (_, desc) in MODELS.items()},
         "datasets": {name: d.description for name, d in DATASETS.items()},
         "scenarios": SCENARIOS,
+        "loggers": {name: logger.description for name, logger in LOGGERS.items()},
     }
     for title, entries in sections.items():
         if what in (None, title):
@@ -165,7 +169,7 @@ def _list(console: Console, what: str | None) -> None:
             table.add_column(style="bold")
             table.add_column()
             for name, desc in entries.items():
-                table.add_row(name, desc)
+                table.add_row(escape(name), escape(desc))
             console.print(table)
 
 

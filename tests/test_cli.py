@@ -51,8 +51,10 @@ def test_missing_data_file_names_the_file_and_the_fix(tmp_path, capsys, monkeypa
 def test_list_names_everything(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("naive", "joint", "single-task", "split-mnist", "pmnist", "mlp", "alexnet", "cifar10"):
+    for name in ("naive", "joint", "single-task", "split-mnist", "pmnist", "mlp", "alexnet", "cifar10", "er",
+                 "tensorboard"):
         assert name in out
+    assert "lifelong[tensorboard]" in out  # descriptions are printed as written, not read as markup
 
 
 def test_console_script_help():
