@@ -12,6 +12,7 @@ from lifelong.methods.er import ER
 from lifelong.methods.ewc import EWC
 from lifelong.methods.gdumb import GDumb
 from lifelong.methods.gs_mask import GSMask
+from lifelong.methods.icarl import ICaRL
 from lifelong.methods.imm import MeanIMM, ModeIMM
 from lifelong.methods.joint import Joint
 from lifelong.methods.lwf import LwF
@@ -27,7 +28,7 @@ from lifelong.methods.slni import EWCSLNI, MASSLNI
 METHODS: dict[str, type[Method]] = {
     m.name: m
     for m in (Naive, Joint, SingleTask, EWC, OnlineEWC, SI, MAS, MASAlpha, MASSLNI, EWCSLNI, LwF, EBLL, MeanIMM,
-              ModeIMM, GSMask, MARK, ER, DER, DERPlusPlus, GDumb)
+              ModeIMM, GSMask, MARK, ER, DER, DERPlusPlus, GDumb, ICaRL)
 }
 
 

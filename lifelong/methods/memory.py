@@ -188,3 +188,24 @@ def balanced_counts(available: torch.Tensor, size: int, generator: torch.Generat
     lucky = above[torch.randperm(len(above), generator=generator)[:extra].to(above.device)]
     counts[lucky] += 1
     return counts
+
+
+def herding(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL's exemplar selection (Rebuffi et al. 2017, Algorithm 4) over one class's feature rows: L2-normalise
+    them, then pick greedily, m times, the row x not yet picked that minimises ‖μ − (φ(x) + Σ picked) / k‖ (μ the
+    mean of the normalised rows, k the pick's 1-based number). Returns min(m, rows) indices in selection order.
+
+    With a = μ − Σ picked / k, the squared cost is ‖a‖² − 2 a·φ(x) / k + ‖φ(x)‖² / k²: one matrix-vector product
+    per pick (‖a‖² is the same for every row and left out)."""
+    phi = torch.nn.functional.normalize(features.detach().flatten(1).double(), dim=1)
+    mu, squares = phi.mean(0), phi.pow(2).sum(1)
+    picked = torch.zeros(len(phi), dtype=torch.bool, device=phi.device)
+    total = torch.zeros_like(mu)
+    order = []
+    for k in range(1, min(m, len(phi)) + 1):
+        cost = (squares / k - 2 * (phi @ (mu - total / k))) / k
+        i = int(cost.masked_fill(picked, float("inf")).argmin())
+        order.append(i)
+        picked[i] = True
+        total += phi[i]
+    return torch.tensor(order, dtype=torch.int64, device=features.device)
