@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 import lifelong
-import test_method_contract as contract
 from lifelong.config import TrainConfig
 from lifelong.data.batches import Stream
 from lifelong.errors import UserError
@@ -155,23 +154,6 @@ def test_icarl_serves_only_class_incremental_runs_with_an_exemplar_per_class(tin
         lifelong.run(tiny(method="icarl"))
     with pytest.raises(UserError, match="set memory.size to at least 6"):
         lifelong.run(tiny(method="icarl", data={"scenario": "class"}, memory={"size": 5}))
-
-
-@pytest.fixture
-def class_contract(monkeypatch):
-    """The method contract, run class-incrementally (the contract's default quickstart scenario is task)."""
-    monkeypatch.setitem(contract.NEEDS, "icarl", {"data": {"scenario": "class"}})
-
-
-@pytest.mark.usefixtures("one_thread", "class_contract")
-def test_contract_kill_and_resume_class_incremental(tmp_path, crash_and_resume):
-    contract.check_kill_and_resume(tmp_path, crash_and_resume, "icarl")
-
-
-@pytest.mark.usefixtures("one_thread", "class_contract")
-@pytest.mark.parametrize("device", contract.DEVICES)
-def test_contract_state_round_trip_class_incremental(tmp_path, device):
-    contract.check_state_round_trip(tmp_path, "icarl", device)
 
 
 def test_icarl_keeps_old_classes_where_fine_tuning_forgets_them(tiny, tmp_path):

@@ -31,6 +31,8 @@ def contract_config(tmp_path, name, out, **extra):
     cfg = {"method": name, "device": "cpu", "out": str(tmp_path / out),
            "data": {"benchmark": "quickstart", "max_tasks": 3, "train_fraction": 0.08, "validation": 0.0},
            "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 2, "batch_size": 16}}
+    if "task" not in METHODS[name].scenarios:  # e.g. icarl: class-incremental only
+        cfg["data"]["scenario"] = METHODS[name].scenarios[0]
     if "memory" in METHODS[name].extra_sections:  # a memory that fits the small data
         cfg["memory"] = {"size": 24, "batch_size": 8}
     for key, value in {**NEEDS.get(name, {}), **extra}.items():
