@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lifelong.errors import UserError
+from lifelong.methods.agem import AGEM
 from lifelong.methods.base import Method, Params
 from lifelong.methods.der import DER, DERPlusPlus
 from lifelong.methods.ebll import EBLL
 from lifelong.methods.er import ER
+from lifelong.methods.er_ace import ERACE
 from lifelong.methods.ewc import EWC
 from lifelong.methods.gdumb import GDumb
 from lifelong.methods.gs_mask import GSMask
@@ -28,7 +30,7 @@ from lifelong.methods.slni import EWCSLNI, MASSLNI
 METHODS: dict[str, type[Method]] = {
     m.name: m
     for m in (Naive, Joint, SingleTask, EWC, OnlineEWC, SI, MAS, MASAlpha, MASSLNI, EWCSLNI, LwF, EBLL, MeanIMM,
-              ModeIMM, GSMask, MARK, ER, DER, DERPlusPlus, GDumb, ICaRL)
+              ModeIMM, GSMask, MARK, ER, DER, DERPlusPlus, GDumb, ICaRL, AGEM, ERACE)
 }
 
 
