@@ -25,7 +25,6 @@ class ER(Rehearsal):
         if len(self.memory):
             replayed, rows = self.replay(self.params.memory.batch_size, batch.augmented)
             x, y = torch.cat([x, replayed]), torch.cat([y, rows.targets])
-            task_ids = torch.cat([batch.sample_task_ids(), rows.task_ids])
-        loss = self.train_step(x, y, task_ids)
-        self.store(batch)
-        return loss
+            task_ids = self.mixed_task_ids(batch, rows)
+        self.store(batch)  # after the draw, so the incoming rows are not replayed with themselves, as in the paper
+        return self.train_step(x, y, task_ids)

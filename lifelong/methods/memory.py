@@ -71,9 +71,9 @@ class Memory:
         def take(t: torch.Tensor) -> torch.Tensor:
             return t if pick is None else t.index_select(0, pick)
 
-        self.raw[slots] = take(rows.raw).to(self.device)
-        self.targets[slots] = take(rows.targets).to(self.device)
-        self.task_ids[slots] = take(rows.task_ids).to(self.device)
+        self.raw.index_copy_(0, slots, take(rows.raw).to(self.device))  # slots are distinct
+        self.targets.index_copy_(0, slots, take(rows.targets).to(self.device))
+        self.task_ids.index_copy_(0, slots, take(rows.task_ids).to(self.device))
         if self.logits is not None:
             if rows.logits is None:
                 raise ValueError("this memory keeps logits; pass the rows' logits")
@@ -85,11 +85,18 @@ class Memory:
         """Reservoir sampling (Vitter's algorithm R) over the whole stream, one batch at a time: the row at stream
         position p (0-based) takes slot p while the memory fills, then slot j ~ U{0..p} if j < size."""
         b = len(rows.targets)
-        position = torch.arange(self.seen, self.seen + b, dtype=torch.float64)
-        self.seen += b
-        draw = (torch.rand(b, generator=self.generator, dtype=torch.float64) * (position + 1)).floor()
-        slot = torch.where(position < self.size, position, draw).long()
+        start, self.seen = self.seen, self.seen + b
+        self.count = min(self.size, self.seen)
+        u = torch.rand(b, generator=self.generator, dtype=torch.float64)  # one draw per row, in stream order
+        if self.seen <= self.size:  # still filling: every row takes the next slot
+            self._write(torch.arange(start, self.seen, device=self.device), rows)
+            return
+        slot = u.mul_(torch.arange(start + 1, self.seen + 1, dtype=torch.float64)).long()  # ⌊u (p + 1)⌋
+        if start < self.size:  # the first rows of the batch still fill the memory
+            slot[: self.size - start] = torch.arange(start, self.size)
         keep = (slot < self.size).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            return
         slot = slot[keep]
         if keep.numel() > 1:  # two rows of one batch drawing the same slot: the later one wins, as in sequence
             slot, order = torch.sort(slot, stable=True)
@@ -98,7 +105,6 @@ class Memory:
             last[:-1] = slot[1:] != slot[:-1]
             slot, keep = slot[last], keep[last]
         self._write(slot.to(self.device), rows, keep.to(rows.targets.device))
-        self.count = min(self.size, self.seen)
 
     def _add_balanced(self, rows: MemoryRows) -> None:
         """Greedy class balance (GDumb) decided per batch: fill free slots first; when full, the classes' counts
@@ -134,9 +140,10 @@ class Memory:
 
     def rows(self, index: torch.Tensor | slice = slice(None)) -> MemoryRows:
         """The held rows at ``index`` (all by default)."""
-        held = slice(0, self.count)
-        raw, targets, task_ids = self.raw[held][index], self.targets[held][index], self.task_ids[held][index]
-        return MemoryRows(raw, targets, task_ids, None if self.logits is None else self.logits[held][index])
+        if isinstance(index, slice):
+            index = torch.arange(self.count, device=self.device)[index]
+        raw, targets, task_ids = (t.index_select(0, index) for t in (self.raw, self.targets, self.task_ids))
+        return MemoryRows(raw, targets, task_ids, None if self.logits is None else self.logits.index_select(0, index))
 
     def class_counts(self, classes: int | None = None) -> torch.Tensor:
         """Rows held per target."""

@@ -50,6 +50,7 @@ class Rehearsal(Method):
         self.memory = Memory(self.params.memory.size, self.device(), seed=int(torch.randint(2**62, ())),
                              policy=self.policy, logit_width=width)
         self.views: dict[int, TaskView] = {}  # how each seen task prepares its raw rows
+        self.shared_preparation = False  # every seen task prepares rows alike (no permutation, same statistics)
 
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -68,9 +69,19 @@ class Rehearsal(Method):
 
     def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:
         self.views = {v.task.id: v for v in seen}
+        first = seen[0]
+        self.shared_preparation = all(v.permutation is None and torch.equal(v.scale, first.scale)
+                                      and torch.equal(v.shift, first.shift) for v in seen)
         return super().training_views(task, seen)
 
     # --- the memory ---
+    def mixed_task_ids(self, batch: Batch, rows: MemoryRows) -> int | torch.Tensor:
+        """Task ids of the incoming rows followed by replayed ones: one per row where heads differ by task, else
+        the incoming task's (the latest reached, which is all a shared head needs)."""
+        if self.model.scenario != "task":
+            return batch.task_ids if isinstance(batch.task_ids, int) else int(batch.task_ids.max())
+        return torch.cat([batch.sample_task_ids(), rows.task_ids])
+
     def store(self, batch: Batch, logits: torch.Tensor | None = None) -> None:
         """Offer the batch's raw (un-augmented) rows to the memory."""
         self.memory.add(MemoryRows(batch.raw, batch.targets, batch.sample_task_ids(), logits))
@@ -82,8 +93,9 @@ class Rehearsal(Method):
 
     def inputs(self, rows: MemoryRows, augmented: bool = False) -> torch.Tensor:
         """Stored raw rows → network inputs, each row prepared by its own task's view."""
-        tasks = rows.task_ids.unique().tolist()
-        if len(tasks) == 1:
+        if self.shared_preparation:
+            x = next(iter(self.views.values())).prepare(rows.raw)
+        elif len(tasks := rows.task_ids.unique().tolist()) == 1:
             x = self.views[tasks[0]].prepare(rows.raw)
         else:
             x = torch.empty(rows.raw.shape, dtype=torch.float32, device=rows.raw.device)
