@@ -138,9 +138,24 @@ def run_all(jobs: dict[tuple, dict[str, Any]], workers: int, threads: int,
     return done
 
 
+# Why a method of ours is below Avalanche's figure on the ``avalanche`` protocol, as far as we know.
+BELOW_AVALANCHE = {
+    "er": "our memory is a reservoir over the whole stream; Avalanche's Replay keeps an equal share per experience "
+          "(task), which holds more rows of the early tasks late in the stream. How much of the gap that explains "
+          "is not measured yet.",
+    "der++": "not explained yet. One known difference: the incoming rows' cross-entropy here covers the classes "
+             "reached so far (as for every method in this library), not all ten outputs.",
+    "a-gem": "the memories differ: Avalanche's AGEM keeps 100 rows per finished experience, ours a 500-row reservoir "
+             "over the finished tasks' rows (500 rows of task 1 after the first task). Not explained further yet.",
+    "er-ace": "within one standard deviation of our three seeds (theirs is one seed).",
+    "gdumb": "not comparable: Avalanche's run fits its network for 1 epoch on the memory, ours for gdumb.epochs = 16.",
+}
+
+
 def avalanche_table(seeds: list[int], done: dict[tuple, dict[str, Any]]) -> list[str]:
     lines = ["| method | runs | ACC % | BWT % | train s / run | Avalanche strategy | its ACC % | its train s | "
              "speed-up |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    notes: list[str] = []
     for method in ["naive", *REHEARSAL]:
         runs = [done[("avalanche", method, s)]["results"] for s in seeds if ("avalanche", method, s) in done]
         if not runs:
@@ -151,7 +166,11 @@ def avalanche_table(seeds: list[int], done: dict[tuple, dict[str, Any]]) -> list
         lines.append(f"| {method} | {len(runs)} | {mean_std([100 * r['acc'] for r in runs])} | "
                      f"{mean_std([100 * r['bwt'] for r in runs])} | {seconds:.1f} | {name} | "
                      f"{'' if acc is None else f'{acc:.2f}'} | {'' if theirs is None else theirs} | {ratio} |")
-    return lines
+        ours = statistics.fmean(100 * r["acc"] for r in runs)
+        if acc is not None and ours < acc - 0.2 or method == "gdumb":
+            notes.append(f"- {method}{'' if acc is None else f', {ours - acc:+.2f}'}: "
+                         + BELOW_AVALANCHE.get(method, "not explained yet."))
+    return lines + (["", "Below Avalanche's accuracy (or not comparable):", "", *notes] if notes else [])
 
 
 def grid_table(benchmark: str, scenario: str, seeds: list[int], done: dict[tuple, dict[str, Any]]) -> list[str]:
