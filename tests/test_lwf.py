@@ -1,6 +1,8 @@
 """LwF and EBLL: the distillation and code losses against hand computations, the frozen teacher, the
 autoencoders, state round trips, kill/resume equality and real quickstart runs."""
 
+import copy
+import dataclasses
 import io
 import math
 from types import SimpleNamespace
@@ -10,7 +12,7 @@ import torch
 
 import lifelong
 from lifelong.config import DataConfig, TrainConfig
-from lifelong.data.batches import TaskView, eval_batches
+from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.errors import UserError
 from lifelong.methods.ebll import EBLL
@@ -247,6 +249,46 @@ def test_state_round_trip(quick, method):
         net.model.eval()
         net.train_step(x, y, 2)
     assert all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in m.model.state_dict().items())
+
+
+# --- the teacher's outputs cached once per task ---
+
+@pytest.mark.parametrize("method,scenario,params", [
+    ("lwf", "task", {}), ("lwf", "task", {"head_reduction": "mean", "t_squared": True}),
+    ("lwf", "class", {"student_classes": "seen"}), ("lwf", "domain", {}),
+    ("ebll", "task", {}), ("ebll", "class", {"alpha_code": 2.0}),
+])
+def test_cached_teacher_gives_the_per_batch_loss_and_gradients(method, scenario, params):
+    benchmark = build_benchmark(DataConfig(max_tasks=3, train_fraction=0.1, scenario=scenario), 0)
+    views = [TaskView(t, t.train, torch.device("cpu")) for t in benchmark.tasks]
+    cls = EBLL if method == "ebll" else LwF
+    params = {"code_size": 8, "ae_epochs": 1, **params} if method == "ebll" else params
+    m = make(cls, scenario, benchmark.class_counts, benchmark.input_shape, hidden=16, **params)
+    for k in range(2):
+        m.before_task(views[k].task)
+        m.model.train()
+        for x, y in eval_batches(views[k], 32):
+            m.train_step(x, y, k)
+        m.after_task(views[k].task, views[k])
+    m.before_task(views[2].task)
+    m.before_epoch(views[2].task, views[2], 0)
+    m.model.eval()  # no dropout draws: both copies see the same network
+    stream = Stream([views[2]], 16, torch.Generator().manual_seed(0))
+    for step, batch in enumerate(stream.epoch()):
+        reference = copy.deepcopy(m)
+        if step > 0:  # the cache is built: no teacher forward any more
+            m.teacher.features = lambda x: pytest.fail("the teacher ran although its outputs are cached")
+        cached_loss = m.train_batch(batch)
+        # the same inputs marked augmented: the teacher runs on the batch
+        per_batch_loss = reference.train_batch(dataclasses.replace(batch, augmented=True))
+        assert m._cache is not None
+        assert cached_loss.item() == pytest.approx(per_batch_loss.item(), rel=1e-5)
+        for a, b in zip(m.model.parameters(), reference.model.parameters()):
+            assert (a.grad is None) == (b.grad is None)
+            assert a.grad is None or torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+        vars(m.teacher).pop("features", None)
+        if step == 2:
+            break
 
 
 def test_lwf_and_ebll_forget_less_than_naive_on_the_quickstart(tiny, tmp_path):

@@ -116,12 +116,29 @@ class EBLL(lwf.LwF):
         """Σ_j ‖code_j(f) − code_j(f*)‖², averaged over the batch."""
         with torch.no_grad():
             target = encode(self.stacked, teacher_features)
+        return self.code_distance(features, target)
+
+    def code_distance(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``code_loss`` from the teacher's codes ``target`` (all old encoders stacked)."""
         return (encode(self.stacked, features) - target).pow(2).sum(1).mean()
 
     def feature_penalty(self, features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor | float:
         if self.stacked is None or self.params.alpha_code == 0:
             return 0.0
         return self.params.alpha_code * self.code_loss(features, teacher_features)
+
+    def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """LwF's terms plus the teacher's codes under every old encoder (cached: rows × Σ k per task)."""
+        terms = super().teacher_terms(teacher_features)
+        if self.stacked is not None and self.params.alpha_code != 0:
+            with torch.no_grad():
+                terms["code"] = [encode(self.stacked, teacher_features)]
+        return terms
+
+    def terms_penalty(self, features: torch.Tensor, terms: dict[str, list[torch.Tensor]]) -> torch.Tensor | float:
+        if "code" not in terms:
+            return 0.0
+        return self.params.alpha_code * self.code_distance(features, terms["code"][0])
 
     def report(self) -> dict[str, Any]:
         return {"autoencoder": [{"final_ce": h["ce"][-1], "final_mse": h["mse"][-1], "seconds": round(h["seconds"], 3)}
