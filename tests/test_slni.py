@@ -15,8 +15,8 @@ from lifelong import compare, loop, store
 from lifelong.cli import main
 from lifelong.config import TrainConfig, build_config, read_yaml
 from lifelong.errors import UserError
-from lifelong.methods.slni import (EWCSLNI, MASSLNI, Params, inhibition, neuron_importance, overlap,
-                                   pair_weights)
+from lifelong.methods.slni import (EWCSLNI, MASSLNI, Params, inhibition, low_rank_inhibition, neuron_importance,
+                                   overlap, pair_factor, pair_weights)
 from lifelong.models import build_backbone
 from lifelong.models.heads import Network
 
@@ -65,6 +65,25 @@ def test_gradient_matches_autograd_of_the_direct_formula():
     assert torch.allclose(fast, direct, rtol=1e-10, atol=1e-12) and direct.abs().sum() > 0
     positive = (torch.rand(4, 9, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: inhibition(x, weights), (positive,))
+
+
+@pytest.mark.parametrize("variant, scale, decay, width", [("slni", 6.0, False, 400), ("slni", 6.0, True, 400),
+                                                          ("sni", 6.0, True, 400), ("slni", 2.5, True, 64),
+                                                          ("slni", 6.0, True, 7)])
+def test_low_rank_form_gives_the_dense_value_and_gradient(variant, scale, decay, width):
+    g = torch.Generator().manual_seed(2)
+    h = torch.relu(torch.randn(128, width, generator=g))  # float32, as in training
+    alpha = torch.rand(width, generator=g) * 2 if decay else None
+    params = Params(variant=variant, scale=scale)
+    factor, d2 = pair_factor(width, params, alpha)
+    if width == 400:
+        assert factor.shape[1] <= (1 if variant == "sni" else 25)  # thin: ≈ 20 columns at scale 6
+    dense_h, thin_h = h.clone().requires_grad_(), h.clone().requires_grad_()
+    dense, thin = inhibition(dense_h, pair_weights(width, params, alpha)), low_rank_inhibition(thin_h, factor, d2)
+    dense.backward()
+    thin.backward()
+    assert thin.item() == pytest.approx(dense.item(), rel=1e-5)
+    assert torch.allclose(thin_h.grad, dense_h.grad, rtol=1e-4, atol=1e-6 * dense_h.grad.abs().max().item())
 
 
 def tiny_network(scenario="task", dropout=0.0):

@@ -84,6 +84,41 @@ def inhibition(h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return _Inhibition.apply(h, weights.to(h.dtype))
 
 
+def pair_factor(width: int, params: Params, alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F, d²) with ``pair_weights`` = F Fᵀ − diag(d²), d = exp(−α) (1 without decay), F of few columns: the
+    Gaussian (all-ones for sni) matrix is numerically low rank (≈ 20 columns at scale 6, whatever the width)."""
+    if params.variant == "sni":
+        factor = torch.ones(width, 1, dtype=torch.float64)
+    else:
+        index = torch.arange(width, dtype=torch.float64)
+        sigma = width / params.scale
+        values, vectors = torch.linalg.eigh(torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * sigma**2)))
+        keep = values > 1e-10 * values.max()  # the rest changes no weight by more than ~1e-8
+        factor = vectors[:, keep] * values[keep].sqrt()
+    d = torch.ones(width, dtype=torch.float64) if alpha is None else torch.exp(-alpha.detach().double().cpu())
+    return (factor * d[:, None]).float(), (d * d).float()
+
+
+class _LowRankInhibition(torch.autograd.Function):
+    """``inhibition`` with W = F Fᵀ − diag(d²): (‖H F‖² − Σ H² d²) / M, gradient 2 (H F Fᵀ − H d²) / M."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, factor: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+        hf = h @ factor
+        ctx.save_for_backward(h, hf, factor, d2)
+        return (torch.dot(hf.reshape(-1), hf.reshape(-1)) - torch.dot((h * h).sum(0), d2)) / h.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        h, hf, factor, d2 = ctx.saved_tensors
+        return torch.addcmul(hf @ factor.t(), h, d2, value=-1.0) * (grad_output * 2.0 / h.shape[0]), None, None
+
+
+def low_rank_inhibition(h: torch.Tensor, factor: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+    """``inhibition`` from ``pair_factor``: two thin products instead of one N×N product."""
+    return _LowRankInhibition.apply(h, factor.to(h.dtype), d2.to(h.dtype))
+
+
 def neuron_importance(model: Network, batches: Iterable[torch.Tensor], task_id: int
                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(α per hidden layer, C = HᵀH / M per hidden layer) over the input batches, in eval mode (mode restored).
@@ -143,7 +178,7 @@ class SelflessMixin:
         self.alpha: list[torch.Tensor] | None = None  # Σ over finished tasks of α, per hidden layer
         self.alpha_means: list[list[float]] = []  # per finished task: mean α_t per layer (report)
         self.overlaps: list[list[float]] = []  # per finished task: activation overlap per layer (report)
-        self.weights: list[torch.Tensor] | None = None  # W per layer, rebuilt once per task
+        self.weights: list[tuple] | None = None  # pair_factor per layer, rebuilt once per task
 
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         features, activations = self.model.backbone.forward_with_activations(x)
@@ -156,11 +191,11 @@ class SelflessMixin:
         """Σ over hidden layers of R."""
         if self.weights is None:
             use = self.alpha if self.params.slni.decay and self.alpha is not None else [None] * len(activations)
-            self.weights = [pair_weights(a.shape[1], self.params.slni, s).to(a.device)
+            self.weights = [tuple(t.to(a.device) for t in pair_factor(a.shape[1], self.params.slni, s))
                             for a, s in zip(activations, use)]
-        total = inhibition(activations[0], self.weights[0])
+        total = low_rank_inhibition(activations[0], *self.weights[0])
         for a, w in zip(activations[1:], self.weights[1:]):
-            total = total + inhibition(a, w)
+            total = total + low_rank_inhibition(a, *w)
         return total
 
     def neuron_rows(self, n: int) -> torch.Tensor:
