@@ -7,16 +7,31 @@ validated by that method's own ``Params`` class; any other unknown key is an err
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lifelong.data.benchmarks import BENCHMARKS, task_count
 from lifelong.errors import UserError
 from lifelong.loggers import LOGGERS
-from lifelong.methods import param_sections
+from lifelong.methods import METHODS, method_class, param_sections
+from lifelong.models import MODELS
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class Strict(BaseModel):
@@ -29,21 +44,27 @@ class DataConfig(Strict):
     """Which benchmark, where its files are, and how to cut it into tasks."""
 
     benchmark: str = "quickstart"
-    data_dir: str | None = None
+    data_dir: str | None = Field(None, description="made absolute, so a run resumes from any folder")
     download: bool = False
     scenario: Literal["task", "class", "domain"] | None = Field(
         None, description="task-, class- or domain-incremental; None = the benchmark's default"
     )
-    num_tasks: int | None = Field(None, gt=0, description="tasks for benchmarks that allow a choice")
+    num_tasks: Int | None = Field(None, gt=0, le=10_000, description="tasks for benchmarks that allow a choice")
     class_order: list[list[int]] | None = Field(None, description="classes of each task, e.g. [[1,2],[3,4]]")
-    max_tasks: int | None = Field(None, gt=0, description="keep only the first N tasks")
-    train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's train data")
-    test_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's test data")
-    validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
+    max_tasks: Int | None = Field(None, gt=0, description="keep only the first N tasks")
+    train_fraction: Float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's train data")
+    test_fraction: Float = Field(1.0, gt=0.0, le=1.0, description="stratified fraction of each task's test data")
+    validation: Float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train data held out for validation")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip on training batches")
     rgb32: bool = Field(False, description="pad images to 32×32 and repeat grey ones to 3 channels (MNIST → 3×32×32)")
     normalize: bool = Field(True, description="standardise inputs per channel with the training images' mean and "
                             "std; false feeds raw pixels in [0, 1] (e.g. van de Ven et al. 2019's MNIST protocols)")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """``data``, ``data/`` and ``./data`` name one folder: store it as one absolute path."""
+        return None if value is None else os.path.abspath(os.path.expanduser(value))
 
 
 class ModelConfig(BaseModel):
@@ -61,14 +82,14 @@ class ModelConfig(BaseModel):
 class TrainConfig(Strict):
     """How each task is trained."""
 
-    epochs: int = Field(5, gt=0)
-    iterations: int | None = Field(None, gt=0, description="optimizer steps per task; overrides epochs")
-    batch_size: int = Field(128, gt=0)
-    eval_batch_size: int = Field(1024, gt=0)
+    epochs: Int = Field(5, gt=0, le=1_000_000)
+    iterations: Int | None = Field(None, gt=0, le=10**9, description="optimizer steps per task; overrides epochs")
+    batch_size: Int = Field(128, gt=0)
+    eval_batch_size: Int = Field(1024, gt=0)
     optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    lr: Float = Field(1e-3, gt=0.0, allow_inf_nan=False)
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: Float = Field(0.0, ge=0.0, allow_inf_nan=False)
     reset_optimizer: bool = Field(True, description="start every task with a fresh optimizer; false carries its "
                                   "state (Adam's moments, SGD's momentum) over to the next task for the parameters "
                                   "that stay, as van de Ven et al. 2019's code does")
@@ -78,7 +99,7 @@ class Config(Strict):
     """Everything that determines a run. Two runs with equal configs give identical results on CPU."""
 
     method: str = "naive"
-    seed: int = 0
+    seed: Int = Field(0, ge=0, lt=2**62)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out: str = "runs"
     checkpoint: Literal["epoch", "task"] = Field("epoch", description="how often a resumable checkpoint is written")
@@ -123,6 +144,19 @@ class Config(Strict):
         raw["params"] = params
         return raw
 
+    @model_validator(mode="after")
+    def _sections_used(self) -> Config:
+        """Refuse an unknown method, and a method section the configured method would ignore."""
+        chosen = method_class(self.method, self.params)
+        used = {chosen.config_section(), *chosen.extra_sections}
+        if chosen.variant_of:
+            used |= {METHODS[chosen.variant_of[0]].config_section(), chosen.variant_of[1]}
+        for name in self.params:
+            if name not in used:
+                raise UserError(f"config section '{name}' is not used by method '{self.method}' (it uses: "
+                                f"{', '.join(sorted(used))}); remove the section or change the method")
+        return self
+
     def method_params(self, name: str) -> BaseModel:
         """The typed hyperparameters of section ``name`` (defaults where the config is silent)."""
         return param_sections()[name](**self.params.get(name, {}))
@@ -145,7 +179,58 @@ class Config(Strict):
         for section, key, default in KEYS_ADDED_LATER:
             if d[section].get(key) == default:
                 del d[section][key]
+        _drop_defaults(d, self)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _drop_defaults(d: dict[str, Any], cfg: Config) -> None:
+    """Write values that equal what an unset key means as unset, so one experiment has one fingerprint."""
+    data, spec = d["data"], BENCHMARKS.get(cfg.data.benchmark)
+    if spec is not None:
+        if data["scenario"] == spec.scenario:
+            data["scenario"] = None
+        if spec.variable_tasks and data["num_tasks"] == spec.tasks:
+            data["num_tasks"] = None
+        if spec.default_order is not None and data["class_order"] == spec.default_order:
+            data["class_order"] = None
+        if data["max_tasks"] is not None and data["max_tasks"] == task_count(cfg.data):
+            data["max_tasks"] = None
+    if cfg.model.name in MODELS:
+        parameters = inspect.signature(MODELS[cfg.model.name][0]).parameters
+        for key in list(d["model"]):
+            default = parameters[key].default if key in parameters else inspect.Parameter.empty
+            if default is not inspect.Parameter.empty and _plain(d["model"][key]) == _plain(default):
+                del d["model"][key]
+    sections = param_sections()
+    for name in cfg.params:
+        defaults = {k: f.default for k, f in sections[name].model_fields.items() if f.default_factory is None}
+        for key in list(d[name]):
+            if key in defaults and _plain(d[name][key]) == _plain(defaults[key]):
+                del d[name][key]
+        selects_variant = any(m.variant_of and m.variant_of[1] == name for m in METHODS.values())
+        if not d[name] and not selects_variant:
+            del d[name]
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON sees it (tuples as lists), for comparing a config's value with a default."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    """The keys whose values differ between two config dicts, as ``key: A → B`` (at most three)."""
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = difference(x, y, f"{prefix}{key}.")
+            changes += inner.split("; ") if inner else []
+        elif x != y:
+            changes.append(f"{prefix}{key}: {str(x)[:60]} → {str(y)[:60]}")
+    return "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
 
 
 # (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.

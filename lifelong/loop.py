@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lifelong import methods, metrics, store
-from lifelong.config import Config, build_config
+from lifelong.config import Config, build_config, difference
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark, Task
@@ -90,11 +91,13 @@ class _Checkpointer:
 
     def __init__(self, run_dir: Path, cfg: Config, data_rng: torch.Generator, device: torch.device):
         self.run_dir, self.fingerprint, self.data_rng, self.device = run_dir, cfg.fingerprint(), data_rng, device
+        self.config = cfg.to_dict()
 
     def save(self, state: LoopState, method: Method) -> None:
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
         store.save_checkpoint(self.run_dir, {
             "fingerprint": self.fingerprint,
+            "config": self.config,
             "loop": asdict(state),
             "method": method.state_dict(),
             "rng": {
@@ -109,18 +112,26 @@ class _Checkpointer:
         if ckpt is None:
             return None
         if ckpt.get("fingerprint") != self.fingerprint:
-            raise UserError(f"the checkpoint in '{self.run_dir}' does not match its config.yaml; "
-                            "restore the original config.yaml or delete checkpoint.pt to start over")
+            differs = difference(ckpt["config"], self.config) if isinstance(ckpt.get("config"), dict) else ""
+            raise UserError(f"the checkpoint in '{self.run_dir}' does not match its config.yaml"
+                            f"{f' ({differs})' if differs else ''}; restore the original config.yaml or delete "
+                            "checkpoint.pt to start over")
         try:
             method.load_state_dict(on_device(ckpt["method"], self.device))  # checkpoints load onto the CPU
-        except (KeyError, RuntimeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"the checkpoint in '{self.run_dir}' does not fit method '{method.name}' "
-                            f"({str(err).splitlines()[0][:120]}); delete checkpoint.pt to start over") from None
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.data_rng.set_state(ckpt["rng"]["data"])
-        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        state = LoopState(**ckpt["loop"])
+                            f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}); delete "
+                            "checkpoint.pt to start over") from None
+        try:
+            rng = ckpt["rng"]
+            state = LoopState(**ckpt["loop"])
+            torch.set_rng_state(rng["torch"])
+            self.data_rng.set_state(rng["data"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            raise UserError(f"the checkpoint in '{self.run_dir}' is incomplete or damaged ({type(err).__name__}: "
+                            f"{str(err)[:80]}); delete checkpoint.pt to start over") from None
         store.truncate_metrics(self.run_dir, state.metrics_lines)
         return state
 
@@ -130,13 +141,27 @@ def _progress(enabled: bool) -> Progress:
                     TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite (one device sync)."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return not checks or bool(torch.stack(checks).all())
+
+
 def execute(cfg: Config, run_dir: Path, progress: bool = True,
-            on_checkpoint: Callable[[LoopState], None] | None = None) -> dict[str, Any]:
-    """Train the configured method over the benchmark, checkpointing into ``run_dir``; returns results."""
+            on_checkpoint: Callable[[LoopState], None] | None = None,
+            on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train the configured method over the benchmark, checkpointing into ``run_dir``; returns results.
+
+    ``on_start`` runs once device, data and method are ready, before anything is written (``run`` creates the
+    run directory there, so a run that cannot start leaves none).
+    """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     benchmark = build_benchmark(cfg.data, cfg.seed)
     method = build_method(cfg, benchmark, device)
+    if on_start is not None:
+        on_start()
+    store.remove_temp_files(run_dir)
     tasks = benchmark.tasks
     data_rng = torch.Generator().manual_seed(cfg.seed)
     checkpointer = _Checkpointer(run_dir, cfg, data_rng, device)
@@ -156,6 +181,11 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         checkpointer.save(state, method)
         if on_checkpoint:
             on_checkpoint(state)
+
+    def check_weights(when: str) -> None:
+        if not finite_weights(method.model):
+            raise UserError(f"training diverged: the network's weights are not finite after {when}; lower train.lr "
+                            f"or the method's penalty strength (the run stays at its last checkpoint in '{run_dir}')")
 
     def train_task(task: Task, bar: Progress) -> None:
         """Train ``task`` from where ``state`` stands (a resumed run starts mid-task), then evaluate every task."""
@@ -189,6 +219,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
                 raise UserError(f"training diverged: the loss of task {task.id + 1}, epoch {state.epoch + 1} is "
                                 f"{record['train_loss']}; lower train.lr or the method's penalty strength "
                                 f"(the run stays at its last checkpoint in '{run_dir}')")
+            check_weights(f"task {task.id + 1}, epoch {state.epoch + 1}")
             if val_views[task.id] is not None:
                 record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
                 bar.update(bar_id, info=f"val {record['val_acc']:.3f}")
@@ -199,6 +230,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         start = time.perf_counter()
         method.after_task(task, train_views[task.id])
         state.train_seconds += time.perf_counter() - start
+        check_weights(f"the end of task {task.id + 1}")
         row = evaluate_all()
         state.acc_rows.append(row)
         log({"event": "task", "task": task.id, "acc": row, **method.task_log()})
@@ -219,6 +251,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             while state.task < len(tasks):
                 train_task(tasks[state.task], bar)
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
+        check_weights("training")
         results = make_results(cfg, benchmark, state, method)
         store.save_weights(run_dir, method.model)
         store.write_json(run_dir / store.RESULTS_FILE, results)
@@ -246,6 +279,7 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
         "train_seconds": round(state.train_seconds, 3),
         "peak_rss_mb": round(state.peak_rss_mb, 1),
         "lifelong_version": __version__,
+        "fingerprint": cfg.fingerprint(),  # of the config the results came from (checked when they are read)
         "avg_forgetting": summary["avg_forgetting"],
         "random_init_acc": state.random_init,
         "task_names": [t.name for t in benchmark.tasks],
@@ -264,20 +298,41 @@ def run(config: Config | dict[str, Any] | None = None, sets: list[str] = (), pro
     cfg = config if isinstance(config, Config) else build_config(config, sets)
     run_dir = store.run_directory(cfg)
     if force:
-        for name in (store.RESULTS_FILE, store.CHECKPOINT_FILE, store.METRICS_FILE):
+        for name in (store.RESULTS_FILE, store.CHECKPOINT_FILE, store.METRICS_FILE, store.WEIGHTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
-    finished = store.read_results(run_dir)
-    if finished is not None:
-        return run_dir, finished
-    store.write_config(run_dir, cfg)
-    return run_dir, execute(cfg, run_dir, progress)
+        store.remove_temp_files(run_dir)
+    elif (run_dir / store.CONFIG_FILE).is_file():
+        on_disk = store.read_config(run_dir)
+        if on_disk.fingerprint() != cfg.fingerprint():
+            raise UserError(f"'{run_dir / store.CONFIG_FILE}' was edited after the run was made "
+                            f"({difference(cfg.to_dict(), on_disk.to_dict())}); restore it, or pass --force to "
+                            "start this config over")
+        finished = store.read_finished(run_dir, cfg)
+        if finished is not None:
+            return run_dir, finished
+    created = not run_dir.exists()
+    try:
+        return run_dir, execute(cfg, run_dir, progress, on_start=lambda: store.write_config(run_dir, cfg))
+    except BaseException:
+        started = any((run_dir / name).exists() for name in (store.CHECKPOINT_FILE, store.METRICS_FILE))
+        if created and run_dir.is_dir() and not started:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that failed to start leaves nothing
+        raise
 
 
 def resume(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint (or return its results if it finished)."""
     run_dir = Path(run_dir)
     cfg = store.read_config(run_dir)
-    finished = store.read_results(run_dir)
+    finished = store.read_finished(run_dir, cfg)
     if finished is not None:
         return finished
-    return execute(cfg, run_dir, progress)
+    if not (run_dir / store.CHECKPOINT_FILE).exists():  # else the checkpoint's config tells what differs
+        store.check_directory_name(run_dir, cfg)
+    try:
+        return execute(cfg, run_dir, progress)
+    except UserError as err:  # resume takes no --data-dir: the data folder is the config's
+        message = str(err).replace("pass --data-dir DIR", f"set data.data_dir in {run_dir / store.CONFIG_FILE}")
+        if message == str(err):
+            raise
+        raise UserError(message) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from lifelong.config import Config, build_config
+from lifelong.config import Config, build_config, difference
 from lifelong.errors import UserError
 
 CONFIG_FILE = "config.yaml"
@@ -31,17 +32,42 @@ RESULT_KEYS = [
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files follow the user's umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write '{path}': {err.strerror or err}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+TEMP_PREFIXES = tuple(f".{name}." for name in ("config.yaml", "results.json", "metrics.jsonl", "checkpoint.pt",
+                                                "model.safetensors"))
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete hidden temporary files that a killed write left behind (never a run's real files)."""
+    if run_dir.is_dir():
+        for path in run_dir.iterdir():
+            if path.name.startswith(TEMP_PREFIXES) and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -52,6 +78,15 @@ def run_directory(cfg: Config) -> Path:
     """Where a config's run lives: deterministic, so re-running a config finds its earlier run."""
     name = f"{cfg.data.benchmark}-{cfg.method}-seed{cfg.seed}-{cfg.fingerprint()[:8]}"
     return Path(cfg.out) / name
+
+
+def check_directory_name(run_dir: Path, cfg: Config) -> None:
+    """Refuse a config.yaml edited after its directory was named (the name ends in the config's hash)."""
+    match = re.fullmatch(r".+-([0-9a-f]{8})", run_dir.name)
+    if match and match.group(1) != cfg.fingerprint()[:8]:
+        raise UserError(f"'{run_dir / CONFIG_FILE}' was edited after the run was made (its hash "
+                        f"{cfg.fingerprint()[:8]} is not the directory's {match.group(1)}); restore it, or run the "
+                        "edited config with `lifelong run --config FILE`, which makes its own directory")
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
@@ -65,8 +100,11 @@ def read_config(run_dir: Path) -> Config:
         raise UserError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}); pass a directory made by lifelong run")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError):
         raise UserError(f"'{path}' is not valid YAML; the run directory is damaged") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"'{path}' must hold a mapping of config keys, got {type(raw).__name__}; "
+                        "the run directory is damaged")
     cfg = build_config(raw)
     cfg.out = str(run_dir.parent)
     return cfg
@@ -77,16 +115,43 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"'{path}' is not valid JSON; delete it and run `lifelong resume {run_dir}`") from None
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        results = None
+    if not isinstance(results, dict):
+        raise UserError(f"'{path}' is not a results file; delete it and run `lifelong resume {run_dir}`")
+    missing = [key for key in RESULT_KEYS if key not in results]
+    if missing:
+        raise UserError(f"'{path}' lacks {', '.join(missing)}; delete it and run `lifelong resume {run_dir}`")
+    return results
+
+
+def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    """The results of a finished run of ``cfg``; results made by another config are an error saying what differs."""
+    results = read_results(run_dir)
+    if results is None:
+        return None
+    recorded = results.get("fingerprint")
+    if recorded is None:  # results.json of an earlier version: the config it holds tells
+        try:
+            recorded = build_config(results["config"]).fingerprint()
+        except (UserError, TypeError):
+            recorded = ""
+    if recorded != cfg.fingerprint():
+        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} "
+                        f"({difference(results['config'], cfg.to_dict()) or 'settings differ'}); restore the "
+                        f"config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
+    return results
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """One JSON line per event; flushed so a crash loses at most the line being written."""
-    with open(run_dir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    try:
+        with open(run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as err:
+        raise UserError(f"cannot write '{run_dir / METRICS_FILE}': {err.strerror or err}") from None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -95,7 +160,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -121,11 +186,15 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged or unsafe files
         raise UserError(
             f"checkpoint '{path}' cannot be loaded safely ({type(err).__name__}); delete it to restart the run"
         ) from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a checkpoint; delete it to "
+                        "restart the run")
+    return ckpt
 
 
 def run_files(run_dir: Path) -> dict[str, Path]:
@@ -138,5 +207,9 @@ def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
     """Final network weights as safetensors, for deployment or inspection."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = run_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, run_dir / WEIGHTS_FILE)
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, run_dir / WEIGHTS_FILE)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write '{run_dir / WEIGHTS_FILE}': {err.strerror or err}") from None

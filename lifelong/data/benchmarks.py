@@ -28,6 +28,8 @@ class BenchmarkSpec:
     scenario: str = "task"
     default_order: list[list[int]] | None = None  # class order of split benchmarks
     variable_tasks: bool = False  # whether data.num_tasks applies
+    tasks: int = 5  # tasks of the default sequence (num_tasks' default where it applies)
+    split: bool = True  # whether tasks are groups of classes (data.class_order applies)
 
 
 def load_embedded_fashion_subset() -> DatasetSplits:
@@ -115,21 +117,32 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "split-fmnist": BenchmarkSpec("Fashion-MNIST in 5 tasks of 2 classes, (0,1),(2,3),...",
                                   _split("fashion-mnist", PAIRS), default_order=PAIRS),
     "pmnist": BenchmarkSpec("permuted MNIST, 10 tasks (num_tasks) with a fixed pixel permutation each",
-                            _permuted("mnist"), scenario="domain", variable_tasks=True),
+                            _permuted("mnist"), scenario="domain", variable_tasks=True, tasks=10, split=False),
     "permuted-fmnist": BenchmarkSpec("permuted Fashion-MNIST, 10 tasks (num_tasks)", _permuted("fashion-mnist"),
-                                     scenario="domain", variable_tasks=True),
+                                     scenario="domain", variable_tasks=True, tasks=10, split=False),
     "split-cifar10": BenchmarkSpec(
         "CIFAR-10 in 5 pairs: bird/automobile, cat/deer, dog/frog, horse/ship, truck/airplane",
         _split("cifar10", CIFAR10_PAIRS), default_order=CIFAR10_PAIRS),
     "split-cifar100": BenchmarkSpec("CIFAR-100 in 10 (or num_tasks=20) tasks of consecutive classes",
-                                    _split_cifar100, variable_tasks=True),
-    "multi": BenchmarkSpec("5-dataset sequence CIFAR-10, notMNIST, MNIST, SVHN, Fashion-MNIST at 32×32×3", _multi),
-    "mini-imagenet": BenchmarkSpec("MiniImageNet, 20 tasks of 5 classes at 84×84×3", _mini_imagenet),
+                                    _split_cifar100, variable_tasks=True, tasks=10),
+    "multi": BenchmarkSpec("5-dataset sequence CIFAR-10, notMNIST, MNIST, SVHN, Fashion-MNIST at 32×32×3", _multi,
+                           split=False),
+    "mini-imagenet": BenchmarkSpec("MiniImageNet, 20 tasks of 5 classes at 84×84×3", _mini_imagenet, tasks=20),
 }
 
 
-def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
-    """Load the data of ``cfg.benchmark`` and cut it into the tasks of the chosen scenario."""
+def task_count(cfg: DataConfig) -> int | None:
+    """How many tasks the benchmark's sequence has before ``max_tasks`` cuts it (None: unknown benchmark)."""
+    spec = BENCHMARKS.get(cfg.benchmark)
+    if spec is None:
+        return None
+    if cfg.class_order is not None and spec.split:
+        return len(cfg.class_order)
+    return cfg.num_tasks if spec.variable_tasks and cfg.num_tasks else spec.tasks
+
+
+def check_data(cfg: DataConfig) -> BenchmarkSpec:
+    """Refuse a data config that cannot describe a benchmark (without loading any data); returns its spec."""
     spec = BENCHMARKS.get(cfg.benchmark)
     if spec is None:
         raise UserError(f"unknown benchmark '{cfg.benchmark}'; choose one of: {', '.join(BENCHMARKS)}")
@@ -139,6 +152,18 @@ def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     if cfg.num_tasks is not None and cfg.class_order is not None and len(cfg.class_order) != cfg.num_tasks:
         raise UserError(f"data.num_tasks={cfg.num_tasks} disagrees with data.class_order ({len(cfg.class_order)} "
                         "tasks); set only one of them")
+    if cfg.class_order is not None and not spec.split:
+        raise UserError(f"data.class_order does not apply to {cfg.benchmark} (not a split benchmark); remove it")
+    count = task_count(cfg)
+    if cfg.max_tasks is not None and count is not None and cfg.max_tasks > count:
+        raise UserError(f"data.max_tasks={cfg.max_tasks} exceeds the {count} tasks of {cfg.benchmark}; "
+                        f"use at most {count}")
+    return spec
+
+
+def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
+    """Load the data of ``cfg.benchmark`` and cut it into the tasks of the chosen scenario."""
+    spec = check_data(cfg)
     scenario = cfg.scenario or spec.scenario
     tasks = scenarios.finalize(spec.build(cfg, seed), scenario, seed, cfg.validation, cfg.train_fraction,
                                cfg.max_tasks, cfg.test_fraction)

@@ -92,7 +92,11 @@ def split_classes(dataset: DatasetSplits, class_groups: list[list[int]]) -> list
     """One task per group of classes (e.g. split MNIST's pairs), in the given order."""
     n = len(dataset.class_names)
     seen: set[int] = set()
+    if not class_groups:
+        raise UserError("class order [] has no tasks; give at least one group of classes, e.g. [[0, 1]]")
     for group in class_groups:
+        if len(set(group)) != len(group):
+            raise UserError(f"class order {class_groups} repeats a class within the group {group}")
         bad = [c for c in group if not 0 <= c < n]
         if bad or not group:
             raise UserError(f"class order {class_groups} is invalid for {dataset.name} (classes are 0..{n - 1})")
