@@ -141,8 +141,10 @@ class LwF(Method):
                     ) -> list[torch.Tensor]:
         """``network``'s logits of every old head (one tensor per old task; one tensor for a shared head).
         For a shared head, ``logits`` (already computed, at least ``old_width`` wide) is reused if given."""
-        if self.model.scenario == "task":
-            return [network.logits(features, k) for k in self.old_tasks]
+        if self.model.scenario == "task":  # the old heads as one linear layer: one matrix product, not one per head
+            heads = [network.head(k) for k in self.old_tasks]
+            joined = F.linear(features, torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]))
+            return list(joined.split([h.out_features for h in heads], dim=1))
         full = network.heads["shared"](features) if logits is None else logits
         return [full[:, : self.old_width()]]
 
