@@ -1,5 +1,5 @@
-"""Shared math of the quadratic-penalty family: flattened parameter vectors, per-sample gradients with
-``torch.func``, and one quadratic penalty that any number of (importance, anchor) pairs fold into.
+"""Shared math of the quadratic-penalty family: flattened parameter vectors, sums of per-sample gradient
+statistics (closed forms for linear, conv and BatchNorm layers, ``torch.func`` otherwise), and one quadratic penalty that any number of (importance, anchor) pairs fold into.
 
 Σ_k c_k Ω_k (θ − θ*_k)² = A (θ − m)² + C with A = Σ_k c_k Ω_k, m = Σ_k c_k Ω_k θ*_k / A and the constant
 C = Σ_k c_k Ω_k θ*_k² − A m²: same value, same gradient, but one vector operation per step whatever the
@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from lifelong.models.heads import Network
 
-PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients
+PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
+CLOSED_FORM_BYTES = 32 * 2**20  # the same for one layer in closed form (small chunks stay in cache: faster)
 
 
 def parameter_names(model: torch.nn.Module) -> list[str]:
@@ -177,19 +179,20 @@ def summed_per_sample(
     """Σ_n transform(∂ objective(logits_n, extra_n) / ∂θ), flattened in ``names`` order.
 
     Per-sample gradients, never one backward pass per sample: in closed form when every parameter belongs to
-    an ``nn.Linear`` and ``transform`` is ``torch.square`` or ``torch.abs`` (see ``_linear_closed_form``), else
-    one vmapped ``torch.func.grad`` per chunk (chunks sized so their gradients stay within PER_SAMPLE_BYTES).
-    The model is evaluated as it is: call ``model.eval()`` first for importances.
+    an ``nn.Linear``, ``nn.Conv2d`` or eval-mode BatchNorm and ``transform`` is ``torch.square`` or
+    ``torch.abs`` (see ``_closed_form``), else one vmapped ``torch.func.grad`` per chunk (chunks sized so their
+    gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is: call ``model.eval()`` first.
     """
     extra = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
     if transform in (torch.square, torch.abs):
-        closed = _linear_closed_form(model, names, inputs, task_id, objective, transform, extra)
+        closed = _closed_form(model, names, inputs, task_id, objective, transform, extra)
         if closed is not None:
             return closed
     return _vmapped(model, names, inputs, task_id, objective, transform, extra)
 
 
 def _vmapped(model, names, inputs, task_id, objective, transform, extra) -> torch.Tensor:
+    """The reference path: one vmapped ``torch.func.grad`` per chunk of samples, for any layer."""
     wanted = set(names)
     params = {n: p.detach() for n, p in model.named_parameters() if n in wanted}
     frozen = {n: p.detach() for n, p in model.named_parameters() if n not in wanted}
@@ -210,30 +213,59 @@ def _vmapped(model, names, inputs, task_id, objective, transform, extra) -> torc
 
 
 def _linear_closed_form(model, names, inputs, task_id, objective, transform, extra) -> torch.Tensor | None:
-    """The per-sample sum for linear layers without materialising one gradient per sample.
+    """``_closed_form`` restricted to ``nn.Linear`` parameters (None as soon as another kind is asked for)."""
+    return _closed_form(model, names, inputs, task_id, objective, transform, extra, (torch.nn.Linear,))
 
-    A linear layer applied once to a (B, d) input a gives sample n the weight gradient δ_n a_nᵀ, δ_n = the
-    gradient of that sample's objective with respect to the layer's output. Square and absolute value are
-    multiplicative, so Σ_n f(δ_n a_nᵀ) = f(Δ)ᵀ f(A) and Σ_n f(δ_n) for the bias: one forward, one backward and
-    one matmul per layer for the whole batch. Returns None (use vmap) for any other kind of parameter or use.
+
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+def _has_formula(module: torch.nn.Module, kinds: tuple[type, ...]) -> bool:
+    """Whether ``module``'s per-sample gradients have a closed form here: linear, zero-padded 2-d convolution,
+    BatchNorm normalising with its running statistics."""
+    if type(module) not in kinds:
+        return False
+    if type(module) is torch.nn.Conv2d:
+        return module.padding_mode == "zeros" and module.padding != "same"
+    if type(module) in _NORMS:
+        return not module.training and module.running_mean is not None
+    return True
+
+
+def _closed_form(model, names, inputs, task_id, objective, transform, extra,
+                 kinds: tuple[type, ...] = (torch.nn.Linear, torch.nn.Conv2d, *_NORMS)) -> torch.Tensor | None:
+    """The per-sample sum from one forward and one backward pass over the batch, without vmap.
+
+    Each layer's per-sample gradient is a product of its input a_n and its output gradient δ_n (see
+    ``_per_sample_gradients``); square and absolute value are applied to it and summed over samples, in
+    chunks of samples within CLOSED_FORM_BYTES. A linear layer on (B, d) inputs needs no per-sample tensor:
+    Σ_n f(δ_n a_nᵀ) = f(Δ)ᵀ f(A) for the multiplicative f = square or |·|. Returns None (use vmap) when a
+    parameter belongs to another kind of layer, a layer is called twice or its tensors are changed in place,
+    or a BatchNorm normalises with batch statistics (samples would interact).
     """
+    if any(type(m) in _NORMS and (m.training or m.running_mean is None) for m in model.modules()):
+        return None
     owners: dict[str, tuple[torch.nn.Module, str]] = {}
     for prefix, module in model.named_modules():
-        if type(module) is torch.nn.Linear:
-            for kind in ("weight", "bias"):
-                owners[f"{prefix}.{kind}"] = (module, kind)
+        if _has_formula(module, kinds):
+            for kind, _ in module.named_parameters(recurse=False):
+                owners[f"{prefix}.{kind}" if prefix else kind] = (module, kind)
     if any(n not in owners for n in names):
         return None
     modules = list(dict.fromkeys(owners[n][0] for n in names))
     calls: dict[torch.nn.Module, list] = {m: [] for m in modules}
-    hooks = [m.register_forward_hook(lambda m, args, out: calls[m].append((args[0], out))) for m in modules]
+
+    def record(m, args, out):
+        calls[m].append((args[0], out, args[0]._version, out._version))
+
+    hooks = [m.register_forward_hook(record) for m in modules]
     try:
         with torch.enable_grad():
             logits = model(inputs, task_id)
     finally:
         for h in hooks:
             h.remove()
-    if any(len(c) > 1 or (c and c[0][0].dim() != 2) for c in calls.values()):
+    if not all(_single_batched_call(m, c, inputs.shape[0]) for m, c in calls.items()):
         return None
     used = [m for m in modules if calls[m] and calls[m][0][1].requires_grad]  # e.g. other tasks' heads are unused
     per_sample_objective = vmap(objective)(logits, extra).sum()  # samples do not interact in eval mode
@@ -241,10 +273,72 @@ def _linear_closed_form(model, names, inputs, task_id, objective, transform, ext
     pieces = {}
     for m, delta in zip(used, deltas):
         if delta is not None:
-            d = transform(delta)
-            pieces[m] = {"weight": d.t() @ transform(calls[m][0][0].detach()), "bias": d.sum(0)}
+            pieces[m] = _summed_layer(m, calls[m][0][0].detach(), delta, transform)
     params = dict(model.named_parameters())
     return torch.cat([
         (pieces[owners[n][0]][owners[n][1]] if owners[n][0] in pieces else torch.zeros_like(params[n])).reshape(-1)
         for n in names
     ]).detach()
+
+
+def _single_batched_call(module, calls: list, batch: int) -> bool:
+    """Whether ``module`` ran at most once, on the whole batch (samples first), and nothing later changed its
+    input or output in place (the recorded output would then no longer be the layer's)."""
+    if not calls:
+        return True
+    a, out, a_version, out_version = calls[0]
+    dims_ok = a.dim() == 4 if type(module) is torch.nn.Conv2d else a.dim() >= 2
+    return (len(calls) == 1 and dims_ok and a.shape[0] == batch and a._version == a_version
+            and out._version == out_version)
+
+
+def _summed_layer(module, a, delta, transform) -> dict[str, torch.Tensor]:
+    """Σ_n transform(per-sample gradient) of one layer's parameters, by name, from its input and output gradient."""
+    if type(module) is torch.nn.Linear and a.dim() == 2:
+        d = transform(delta)
+        return {"weight": d.t() @ transform(a), "bias": d.sum(0)}
+    width = sum(p.numel() for p in module.parameters(recurse=False)) + a[0].numel()
+    if type(module) is torch.nn.Conv2d:
+        width += a[0].numel() * module.weight[0, 0].numel()  # the unfolded input
+    chunk = max(1, CLOSED_FORM_BYTES // (4 * width))
+    in_place = {torch.square: torch.Tensor.square_, torch.abs: torch.Tensor.abs_}[transform]
+    total: dict[str, torch.Tensor] = {}
+    for start in range(0, a.shape[0], chunk):
+        grads = _per_sample_gradients(module, a[start : start + chunk], delta[start : start + chunk])
+        for kind, g in grads.items():
+            part = in_place(g).sum(0)  # g is a fresh tensor: no second one for its square or absolute value
+            total[kind] = total[kind] + part if kind in total else part
+    return total
+
+
+def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
+    """Each sample's gradient of ``module``'s weight and bias (leading dim = samples), given its input ``a`` and
+    the gradient ``delta`` of the objective at its output."""
+    n = a.shape[0]
+    if type(module) is torch.nn.Linear:  # positions (any dims between samples and features) are summed
+        a, delta = a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
+        return {"weight": torch.einsum("nto,nti->noi", delta, a), "bias": delta.sum(1)}
+    if type(module) is torch.nn.Conv2d:  # the unfolded input against the output gradient, group by group
+        cols = _unfolded(module, a)  # (n, C_in·kh·kw, L)
+        groups, positions = module.groups, cols.shape[-1]
+        cols = cols.view(n, groups, -1, positions)
+        d = delta.reshape(n, groups, -1, positions)
+        weight = torch.einsum("ngol,ngkl->ngok", d, cols).reshape(n, *module.weight.shape)
+        return {"weight": weight} if module.bias is None else {"weight": weight, "bias": d.sum(-1).view(n, -1)}
+    # BatchNorm with running statistics: y = γ x̂ + β with x̂ = (x − μ) / σ per channel
+    a, delta = a.reshape(n, a.shape[1], -1), delta.reshape(n, a.shape[1], -1)
+    centred = torch.einsum("ncl,ncl->nc", delta, a - module.running_mean[:, None])
+    return {"weight": centred * torch.rsqrt(module.running_var + module.eps), "bias": delta.sum(-1)}
+
+
+def _unfolded(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """``F.unfold(a, ...)`` for ``conv``'s kernel, stride, padding and dilation: (n, C_in·kh·kw, positions), read
+    through a strided view of the zero-padded input (several times faster than ``F.unfold`` on CPU)."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
+    a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+    n, c, h, w = a.shape
+    rows, columns = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    s_n, s_c, s_h, s_w = a.stride()
+    windows = a.as_strided((n, c, kh, kw, rows, columns), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw))
+    return windows.reshape(n, c * kh * kw, rows * columns)

@@ -1,0 +1,181 @@
+"""Closed-form per-sample importances of conv, BatchNorm and position-wise linear layers against the vmap
+reference and a plain loop of one backward pass per sample."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.methods.importance import (
+    _closed_form,
+    _vmapped,
+    parameter_names,
+    summed_per_sample,
+)
+from lifelong.models import build_backbone
+from lifelong.models.heads import Network
+
+
+class TinyConv(nn.Module):
+    """Conv → BatchNorm → ReLU → conv → ReLU → a linear layer applied at every position → flatten."""
+
+    def __init__(self, stride=1, padding=0, groups=1, dilation=1, bias=True, in_shape=(2, 9, 8)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_shape[0], 4, 3, stride=stride, padding=padding, dilation=dilation,
+                               groups=groups, bias=bias)
+        self.norm = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, (2, 3), padding=(1, 0), groups=groups, bias=bias)
+        self.token = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
+            self.out_features = self(torch.zeros(1, *in_shape)).shape[1]
+
+    def forward(self, x):
+        h = torch.relu(self.conv2(torch.relu(self.norm(self.conv1(x)))))
+        return torch.relu(self.token(h.flatten(2).transpose(1, 2))).flatten(1)
+
+
+CONFIGS = [
+    {},
+    {"stride": 2, "padding": 1, "bias": False},
+    {"padding": 2, "groups": 2, "dilation": 2},
+    {"stride": (2, 1), "padding": (1, 2), "groups": 2, "dilation": (1, 2)},
+    {"padding": "valid", "groups": 2, "bias": False},
+]
+
+
+def network(backbone):
+    torch.manual_seed(0)
+    net = Network(backbone, "task", [3, 4])
+    net.start_task(0)
+    net.start_task(1)
+    return net.eval()
+
+
+def loop_reference(net, names, x, task_id, loss_of, transform):
+    """One backward pass per sample: the slow, obviously correct computation."""
+    total = None
+    params = dict(net.named_parameters())
+    for i in range(x.shape[0]):
+        net.zero_grad()
+        loss_of(net(x[i : i + 1], task_id), i).backward()
+        g = torch.cat([(params[n].grad if params[n].grad is not None else torch.zeros_like(params[n])).reshape(-1)
+                       for n in names])
+        total = transform(g) if total is None else total + transform(g)
+    return total
+
+
+def objectives(transform, y):
+    """(per-sample objective, loop loss) pairs as EWC (squared log-likelihood) and MAS (|output norm|) use them."""
+    if transform is torch.square:
+        return lambda z, e: F.cross_entropy(z[None], e[None]), lambda out, i: F.cross_entropy(out, y[i : i + 1])
+    return lambda z, e: z.pow(2).sum(), lambda out, i: out.pow(2).sum()
+
+
+def close(a, b):
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("transform", [torch.square, torch.abs])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_conv_closed_form_equals_vmap_and_a_loop(config, transform):
+    torch.manual_seed(1)
+    net = network(TinyConv(**config))
+    names = parameter_names(net)
+    x, y = torch.randn(5, 2, 9, 8), torch.tensor([0, 3, 1, 2, 3])
+    objective, loss_of = objectives(transform, y)
+    closed = _closed_form(net, names, x, 1, objective, transform, y)
+    assert closed is not None
+    assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
+    assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))
+    assert closed.abs().sum() > 0
+
+
+def test_chunks_of_samples_do_not_change_the_closed_form(monkeypatch):
+    net = network(TinyConv(stride=2, padding=1, groups=2))
+    names = parameter_names(net)
+    x = torch.randn(7, 2, 9, 8)
+    objective = lambda z, e: z.pow(2).sum()
+    whole = _closed_form(net, names, x, 0, objective, torch.abs, torch.zeros(7))
+    monkeypatch.setattr("lifelong.methods.importance.CLOSED_FORM_BYTES", 1)  # one sample per chunk
+    chunked = _closed_form(net, names, x, 0, objective, torch.abs, torch.zeros(7))
+    assert close(whole, chunked)
+
+
+@pytest.mark.parametrize("transform", [torch.square, torch.abs])
+@pytest.mark.parametrize("name, shape, options", [
+    ("resnet18-reduced", (3, 8, 8), {"nf": 2}),
+    ("alexnet", (3, 12, 12), {"fc": [16, 16]}),
+])
+def test_conv_backbones_use_the_closed_form(name, shape, options, transform):
+    net = network(build_backbone(name, shape, **options))
+    with torch.no_grad():  # BatchNorm with statistics other than the initial ones
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    names = parameter_names(net)
+    x, y = torch.randn(4, *shape), torch.tensor([0, 1, 3, 2])
+    objective, loss_of = objectives(transform, y)
+    closed = _closed_form(net, names, x, 1, objective, transform, y)
+    assert closed is not None
+    assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
+    assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))
+
+
+class Reused(nn.Module):
+    """The same conv twice: its per-sample gradient is a sum over both calls, which has no formula here."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.out_features = 2 * 6 * 5
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.conv(x))).flatten(1)
+
+
+class InPlace(nn.Module):
+    """A conv whose output an in-place ReLU overwrites: the recorded output is no longer the conv's."""
+
+    def __init__(self, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=padding)
+        self.act = nn.ReLU(inplace=True)
+        self.out_features = 3 * 4 * 3 if padding == 0 else 3 * 6 * 5
+
+    def forward(self, x):
+        return self.act(self.conv(x)).flatten(1)
+
+
+@pytest.mark.parametrize("backbone", [Reused, InPlace, lambda: InPlace(padding="same")])
+def test_layers_without_a_formula_fall_back_to_vmap(backbone):
+    net = network(backbone())
+    names = parameter_names(net)
+    x = torch.randn(4, 2, 6, 5)
+    objective, loss_of = objectives(torch.abs, None)
+    assert _closed_form(net, names, x, 0, objective, torch.abs, torch.zeros(4)) is None
+    fast = summed_per_sample(net, names, x, 0, objective, torch.abs)
+    assert close(fast, loop_reference(net, names, x, 0, loss_of, torch.abs))
+
+
+def test_batch_statistics_fall_back_to_vmap():
+    """BatchNorm in training mode makes samples interact: no closed form."""
+    net = network(TinyConv())
+    net.backbone.norm.train()
+    names = parameter_names(net)
+    x = torch.randn(3, 2, 9, 8)
+    assert _closed_form(net, names, x, 0, lambda z, e: z.pow(2).sum(), torch.abs, torch.zeros(3)) is None
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_unfolded_windows_equal_torch_unfold(config):
+    from lifelong.methods.importance import _unfolded
+
+    conv = TinyConv(**config).conv1
+    a = torch.randn(3, 2, 9, 8)
+    padding = 0 if conv.padding == "valid" else conv.padding
+    assert torch.equal(_unfolded(conv, a), F.unfold(a, conv.kernel_size, conv.dilation, padding, conv.stride))
