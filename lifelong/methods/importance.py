@@ -1,5 +1,6 @@
 """Shared math of the quadratic-penalty family: flattened parameter vectors, sums of per-sample gradient
-statistics (closed forms for linear, conv and BatchNorm layers, ``torch.func`` otherwise), and one quadratic penalty that any number of (importance, anchor) pairs fold into.
+statistics (closed forms for linear, conv and BatchNorm layers, ``torch.func`` otherwise), and one quadratic
+penalty that any number of (importance, anchor) pairs fold into.
 
 Σ_k c_k Ω_k (θ − θ*_k)² = A (θ − m)² + C with A = Σ_k c_k Ω_k, m = Σ_k c_k Ω_k θ*_k / A and the constant
 C = Σ_k c_k Ω_k θ*_k² − A m²: same value, same gradient, but one vector operation per step whatever the
