@@ -5,9 +5,11 @@ no validation split, every method at its default hyperparameters (``imm-mean`` /
 ``imm.transfer: l2``, so they have a penalty to pay for). Three measurements:
 
 1. **Step** — every method in ``METHODS`` except ``single-task``, ``joint``, ``gs-mask`` and ``mark`` (these two
-   need their own conv networks; their costs are in their own sections): a fresh method trains task 1 for
+   need their own conv networks; their costs are in their own sections) and the rehearsal methods (their steps
+   hold more rows; benchmarks/rehearsal.py): a fresh method trains task 1 for
    a few steps and calls ``after_task`` (so its penalty / teacher / regularizer is active), then starts task 2
-   (``before_task``); only ``method.train_step`` on task 2's batches (float batches made beforehand) is timed,
+   (``before_task``); only ``method.train_batch`` on task 2's batches (drawn beforehand from the task's
+   ``Stream``, as the loop's, with their row indices) is timed,
    one step at a time. All methods are set up first, then stepped in turns (one step of each method in turn,
    the order rotating from one repeat to the next), so a change in machine load hits all alike. Median step time, and
    its ratio to ``naive``'s. Goal: the penalty methods (ewc, online-ewc, si, mas, mas-alpha, imm-mean, imm-mode
@@ -136,8 +138,8 @@ class Block:
 
 
 def premade_batches(task_view: TaskView, batch_size: int, seed: int, count: int | None = None) -> list:
-    stream = Stream([task_view], batch_size, torch.Generator().manual_seed(seed))
-    batches = [(x.contiguous(), y.contiguous()) for x, y, _ in stream.epoch()]
+    """The task's batches as the loop's Stream makes them (inputs with their rows), drawn beforehand."""
+    batches = list(Stream([task_view], batch_size, torch.Generator().manual_seed(seed)).epoch())
     return batches if count is None else batches[:count]
 
 
@@ -145,8 +147,9 @@ def prepare(method: Method, task1, task2, view1: TaskView, warm_batches: list) -
     """Train task 1 briefly, consolidate (after_task), start task 2."""
     method.before_task(task1)
     method.model.train()
-    for x, y in warm_batches:
-        method.train_step(x, y, task1.id)
+    method.training_views(task1, [view1])
+    for batch in warm_batches:
+        method.train_batch(batch)
     method.after_task(task1, view1)
     method.before_task(task2)
     method.model.train()
@@ -168,8 +171,9 @@ def measure_steps(names: list[str], data_dir: str, out: str, fraction: float, wa
         torch.manual_seed(0)
         methods[n] = build_method(cfgs[n], benchmark, device)
         prepare(methods[n], task1, task2, view1, warm_batches)
-        for x, y in task2_batches[:3]:  # warm-up steps on task 2 (first-call allocations)
-            methods[n].train_step(x, y, task2.id)
+        methods[n].training_views(task2, [view1, view2])
+        for batch in task2_batches[:3]:  # warm-up steps on task 2 (first-call allocations, LwF's teacher cache)
+            methods[n].train_batch(batch)
         log(f"  {n}: ready ({time.perf_counter() - started:.1f} s: {warm_steps} steps on task 1 + after_task)")
     times: dict[str, list[float]] = {n: [] for n in names}
     cursor = {n: 3 for n in names}
@@ -178,10 +182,10 @@ def measure_steps(names: list[str], data_dir: str, out: str, fraction: float, wa
             order = names[r % len(names):] + names[: r % len(names)]
             for _ in range(steps):  # one step of each method in turn, so a load burst hits all alike
                 for n in order:
-                    x, y = task2_batches[cursor[n] % len(task2_batches)]
+                    batch = task2_batches[cursor[n] % len(task2_batches)]
                     cursor[n] += 1
                     start = time.perf_counter()
-                    methods[n].train_step(x, y, task2.id)
+                    methods[n].train_batch(batch)
                     times[n].append(time.perf_counter() - start)
             log(f"  repeat {r + 1}/{repeats}: naive median so far {1e3 * statistics.median(times['naive']):.2f} ms")
     return times, block
@@ -213,8 +217,9 @@ def measure_importance(names: list[str], data_dir: str, out: str, fraction: floa
         method = build_method(cfgs[name], benchmark, device)
         method.before_task(task)
         method.model.train()
-        for x, y in warm_batches:
-            method.train_step(x, y, task.id)
+        method.training_views(task, [view])
+        for batch in warm_batches:
+            method.train_batch(batch)
         start = time.perf_counter()
         method.after_task(task, view)
         return time.perf_counter() - start
@@ -337,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     fraction, repeats, steps, run_repeats, wait = 1.0, args.repeats, args.steps, args.run_repeats, args.wait_seconds
     if args.quick:
         fraction, repeats, steps, run_repeats, wait = 0.05, 1, 3, 1, 0.0
-    names = ["naive"] + [n for n in METHODS if n not in (*EXCLUDED, "naive")]
+    rehearsal = [n for n, m in METHODS.items() if "memory" in m.extra_sections]  # benchmarks/rehearsal.py
+    names = ["naive"] + [n for n in METHODS if n not in (*EXCLUDED, *rehearsal, "naive")]
     importance_names = [n for n in IMPORTANCE_METHODS if n in METHODS]
 
     started = time.time()
@@ -352,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             sections += ["### 1. Training step on task 2, after task 1's after_task", "",
                          f"{args.warm_steps} Adam steps on task 1, `after_task` on task 1's whole training data, "
                          f"`before_task` of task 2, 3 warm-up steps; then {repeats} rounds of {steps} timed "
-                         "`train_step` calls per method on pre-made task-2 float batches, methods interleaved "
+                         "`train_batch` calls per method on task-2 batches drawn beforehand, methods interleaved "
                          f"step by step (one step of each in turn; order rotating each round); median over {repeats * steps} steps. Block: "
                          f"{block.describe()}.", "", table, "", reading, ""]
             log(table)
