@@ -260,6 +260,11 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        print(f"lifelong: error: options come after a command; did you mean `lifelong run {' '.join(argv)[:200]}`?",
+              file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     console = Console()
     try:
@@ -298,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{args.dataset} is ready in {folder}")
     except UserError as err:
         print(f"lifelong: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the system refuses (too long, read-only, full disk, a folder for a file)
+        where = f": '{str(err.filename)[:200]}'" if err.filename else ""
+        print(f"lifelong: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lifelong: interrupted; continue with `lifelong resume RUN_DIR`", file=sys.stderr)

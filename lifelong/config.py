@@ -253,7 +253,37 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{key}'; check the spelling (see `lifelong list` and docs/configuration.md)"
-    return f"invalid config value for '{key}': {first['msg']} (got {first.get('input')!r})"
+    got = repr(first.get("input"))
+    return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+    def refuse(self, node: yaml.Node) -> None:
+        raise yaml.constructor.ConstructorError(None, None, f"{node.tag} values are not allowed", node.start_mark)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag in ("binary", "timestamp", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _Loader.refuse)
+
+
+def load_yaml(text: str) -> Any:
+    """Config YAML as plain data; raises yaml.YAMLError (or ValueError for numbers too long to read)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:
@@ -264,8 +294,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise UserError(f"--set '{assignment}' has an empty key (example: --set train.lr=0.01)")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(text) if text.strip() else None
+    except (yaml.YAMLError, ValueError):
         value = text
     return key.strip().split("."), value
 
@@ -287,11 +317,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file '{path}' not found; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not UTF-8 text; pass a YAML file") from None
+    except ValueError as err:
+        raise UserError(f"config file '{path}' holds a value that cannot be read ({str(err)[:80]})") from None
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+        problem = getattr(err, "problem", None)
+        why = f" ({problem})" if problem else ""
+        raise UserError(f"config file '{path}' is not valid YAML{where}{why}; fix the syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -301,7 +337,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def build_config(raw: dict[str, Any] | None = None, sets: list[str] = ()) -> Config:
     """Validate a nested dict (plus ``key=value`` overrides) into a Config, raising UserError on any problem."""
-    raw = json.loads(json.dumps(raw or {}))  # deep copy; also rejects non-plain values early
+    try:
+        raw = json.loads(json.dumps(raw or {}))  # deep copy; also rejects non-plain values early
+    except (TypeError, ValueError, RecursionError) as err:
+        raise UserError(f"the config holds a value that is not plain data ({str(err)[:80]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"a config must be a mapping of keys, got {type(raw).__name__}")
     for assignment in sets:
         merge(raw, *parse_set(assignment))
     try:

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from lifelong.config import Config, build_config, difference
+from lifelong.config import Config, build_config, difference, load_yaml
 from lifelong.errors import UserError
 
 CONFIG_FILE = "config.yaml"
@@ -99,7 +99,7 @@ def read_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise UserError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}); pass a directory made by lifelong run")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, ValueError):
         raise UserError(f"'{path}' is not valid YAML; the run directory is damaged") from None
     if not isinstance(raw, dict):
