@@ -19,6 +19,7 @@ from lifelong.errors import UserError
 # flag name → dotted config key it sets
 RUN_FLAGS = {
     "method": "method",
+    "model": "model.name",
     "benchmark": "data.benchmark",
     "scenario": "data.scenario",
     "epochs": "train.epochs",
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "runs the quickstart on the Fashion-MNIST subset shipped with the package.")
     run.add_argument("--config", metavar="FILE", help="YAML config file (flags and --set override it)")
     run.add_argument("--method", help="method name (see `lifelong list methods`)")
+    run.add_argument("--model", help="backbone name (see `lifelong list models`)")
     run.add_argument("--benchmark", help="benchmark name (see `lifelong list benchmarks`)")
     run.add_argument("--scenario", help="task, class or domain (default: the benchmark's)")
     run.add_argument("--epochs", help="epochs per task")
@@ -83,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", help="comma-separated seeds (default 0)")
     compare.add_argument("--data-dir", help="folder holding the datasets")
     compare.add_argument("--epochs", help="epochs per task")
+    compare.add_argument("--iterations", help="optimizer steps per task (overrides --epochs)")
+    compare.add_argument("--model", help="backbone name (see `lifelong list models`)")
+    compare.add_argument("--scenario", help="task, class or domain (default: the benchmark's)")
+    compare.add_argument("--device", help="auto, cpu or cuda")
+    compare.add_argument("--max-tasks", help="use only the first N tasks")
+    compare.add_argument("--train-fraction", help="use a stratified fraction of each task's training data")
     compare.add_argument("--out", help="parent folder of the run directories (default: runs)")
     compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
     compare.add_argument("--references", action="store_true",
@@ -192,7 +200,8 @@ def _experiment(args: argparse.Namespace):
     if "variants" not in exp:
         raise UserError("compare needs --methods (e.g. --methods naive,ewc) or an experiment file with `variants`")
     base = exp.setdefault("base", {})
-    flags = {"benchmark": "data.benchmark", "data_dir": "data.data_dir", "epochs": "train.epochs", "out": "out"}
+    flags = {flag: RUN_FLAGS[flag] for flag in ("benchmark", "data_dir", "epochs", "iterations", "model", "scenario",
+                                                "device", "max_tasks", "train_fraction", "out")}
     for flag, key in flags.items():
         if getattr(args, flag) is not None:
             merge(base, key.split("."), getattr(args, flag))
@@ -267,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = _parser().parse_args(argv)
     console = Console()
+    run_dir = None  # the run being trained, for the message after Ctrl-C
     try:
         if args.command in (None, "run"):
             from lifelong.config import build_config
@@ -278,16 +288,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg = build_config(raw, sets)
             from lifelong import store
 
-            if not args.force and store.read_results(store.run_directory(cfg)) is not None:
+            run_dir = store.run_directory(cfg)
+            if not args.force and store.read_results(run_dir) is not None:
                 console.print("This config has already run; showing its results (--force trains again).")
             else:
-                console.print(f"Running {cfg.method} on {cfg.data.benchmark} (seed {cfg.seed})")
+                console.print(f"Running {cfg.method} on {cfg.data.benchmark} (seed {cfg.seed}) in {run_dir}")
             run_dir, results = run(cfg, progress=not args.quiet, force=args.force)
             _print_results(console, run_dir, results)
         elif args.command == "resume":
             from lifelong.loop import resume
 
             run_dir = Path(args.run_dir)
+            console.print(f"Resuming {run_dir}")
             results = resume(run_dir, progress=not args.quiet)
             _print_results(console, run_dir, results)
         elif args.command == "compare":
@@ -309,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lifelong: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lifelong: interrupted; continue with `lifelong resume RUN_DIR`", file=sys.stderr)
+        if run_dir is not None and (run_dir / "config.yaml").is_file():
+            print(f"lifelong: interrupted; continue with `lifelong resume {run_dir}`", file=sys.stderr)
+        else:
+            print("lifelong: interrupted before anything was saved; run the command again", file=sys.stderr)
         return 130
     return 0
 

@@ -151,3 +151,25 @@ def test_a_read_only_or_full_file_system_names_the_path_and_the_run_stays_resuma
 
 def test_bare_lifelong_with_run_flags_suggests_lifelong_run(capsys):
     assert "did you mean `lifelong run --epochs 1`" in one_line_error(capsys, ["--epochs", "1"])
+
+
+def test_run_and_compare_share_the_trial_flags(tmp_path, capsys):
+    assert "model 'no-such'" in one_line_error(capsys, ["run", "--model", "no-such", "--out", tmp_path, *TINY])
+    err = one_line_error(capsys, ["compare", "--methods", "naive", "--max-tasks", "100", "--train-fraction", "0.1",
+                                  "--model", "mlp", "--out", tmp_path])
+    assert "data.max_tasks=100 exceeds" in err
+
+
+def test_ctrl_c_names_the_run_directory(tmp_path, capsys, monkeypatch):
+    from lifelong import loop
+
+    def interrupted(cfg, **kwargs):
+        store.write_config(store.run_directory(cfg), cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "run", interrupted)
+    assert main(["run", "--out", str(tmp_path), *TINY]) == 130
+    captured = capsys.readouterr()
+    run_dir = next(tmp_path.iterdir())
+    assert f"in {run_dir}" in captured.out.replace("\n", "")
+    assert f"continue with `lifelong resume {run_dir}`" in captured.err

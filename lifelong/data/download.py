@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from lifelong.errors import UserError
 
-TIMEOUT_S = 60
+TIMEOUT_S = 30  # seconds without data before a mirror is given up
 CHUNK_BYTES = 1 << 20
 
 
@@ -45,6 +45,8 @@ def _fetch_one(url: str, dest: Path, verify: Callable[[Path], None], progress: b
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
+    if progress:  # said before connecting, so a stalled network is not silent
+        Console(stderr=True).print(f"downloading {dest.name} from {url} (gives up after {TIMEOUT_S} s without data)")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
