@@ -148,6 +148,7 @@ def prepare(method: Method, task1, task2, view1: TaskView, warm_batches: list) -
     method.before_task(task1)
     method.model.train()
     method.training_views(task1, [view1])
+    method.before_epoch(task1, view1, 0)
     for batch in warm_batches:
         method.train_batch(batch)
     method.after_task(task1, view1)
@@ -172,6 +173,7 @@ def measure_steps(names: list[str], data_dir: str, out: str, fraction: float, wa
         methods[n] = build_method(cfgs[n], benchmark, device)
         prepare(methods[n], task1, task2, view1, warm_batches)
         methods[n].training_views(task2, [view1, view2])
+        methods[n].before_epoch(task2, view2, 0)  # as the loop, before the epoch's batches
         for batch in task2_batches[:3]:  # warm-up steps on task 2 (first-call allocations, LwF's teacher cache)
             methods[n].train_batch(batch)
         log(f"  {n}: ready ({time.perf_counter() - started:.1f} s: {warm_steps} steps on task 1 + after_task)")
@@ -218,6 +220,7 @@ def measure_importance(names: list[str], data_dir: str, out: str, fraction: floa
         method.before_task(task)
         method.model.train()
         method.training_views(task, [view])
+        method.before_epoch(task, view, 0)
         for batch in warm_batches:
             method.train_batch(batch)
         start = time.perf_counter()
