@@ -182,10 +182,13 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         if on_checkpoint:
             on_checkpoint(state)
 
+    def diverged(what: str) -> UserError:
+        return UserError(f"training diverged: {what}; lower train.lr or the method's penalty strength (the run "
+                         f"stays at its last checkpoint in '{run_dir}')")
+
     def check_weights(when: str) -> None:
         if not finite_weights(method.model):
-            raise UserError(f"training diverged: the network's weights are not finite after {when}; lower train.lr "
-                            f"or the method's penalty strength (the run stays at its last checkpoint in '{run_dir}')")
+            raise diverged(f"the network's weights are not finite after {when}")
 
     def train_task(task: Task, bar: Progress) -> None:
         """Train ``task`` from where ``state`` stands (a resumed run starts mid-task), then evaluate every task."""
@@ -216,9 +219,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             record = {"event": "epoch", "task": task.id, "epoch": state.epoch + 1,
                       "train_loss": float(loss_sum) / steps, "seconds": time.perf_counter() - start}
             if not math.isfinite(record["train_loss"]):
-                raise UserError(f"training diverged: the loss of task {task.id + 1}, epoch {state.epoch + 1} is "
-                                f"{record['train_loss']}; lower train.lr or the method's penalty strength "
-                                f"(the run stays at its last checkpoint in '{run_dir}')")
+                raise diverged(f"the loss of task {task.id + 1}, epoch {state.epoch + 1} is {record['train_loss']}")
             check_weights(f"task {task.id + 1}, epoch {state.epoch + 1}")
             if val_views[task.id] is not None:
                 record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
@@ -251,7 +252,6 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
             while state.task < len(tasks):
                 train_task(tasks[state.task], bar)
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
-        check_weights("training")
         results = make_results(cfg, benchmark, state, method)
         store.save_weights(run_dir, method.model)
         store.write_json(run_dir / store.RESULTS_FILE, results)

@@ -10,11 +10,10 @@ import torch.nn.functional as F
 import lifelong
 from lifelong.cli import main
 from lifelong.config import TrainConfig, build_config
-from lifelong.data.batches import Stream, TaskView
+from lifelong.data.batches import Stream
 from lifelong.errors import UserError
-from lifelong.methods.der import DER, DERPlusPlus
+from lifelong.methods.der import DERPlusPlus
 from lifelong.methods.er import ER
-from lifelong.methods.memory import MemoryRows
 from lifelong.methods.naive import Naive
 from lifelong.models import build_backbone
 from lifelong.models.heads import Network

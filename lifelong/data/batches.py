@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -53,6 +54,12 @@ class TaskView:
 
     def __len__(self) -> int:
         return self.targets.shape[0]
+
+    def with_rows(self, images: torch.Tensor, targets: torch.Tensor) -> TaskView:
+        """Other rows of this task (e.g. a memory's), prepared like this view's: same permutation, statistics."""
+        view = copy.copy(self)
+        view.images, view.targets = images, targets
+        return view
 
     def inputs(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Float, normalised (and permuted) images at ``index``."""

@@ -125,6 +125,10 @@ class Method:
         return {}
 
     # --- state ---
+    def device(self) -> torch.device:
+        """Where the model's parameters, and so the method's state, live."""
+        return next(self.model.parameters()).device
+
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         """What the current task's optimizer updates: every parameter that requires a gradient."""
         return [p for p in self.model.parameters() if p.requires_grad]

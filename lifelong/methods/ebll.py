@@ -70,7 +70,7 @@ class EBLL(lwf.LwF):
 
     def train_autoencoder(self, task_id: int, train: TaskView) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
         """An autoencoder of the frozen features of ``train``; returns its weights and per-epoch mean losses."""
-        p, model, device = self.params, self.model, self._device()
+        p, model, device = self.params, self.model, self.device()
         model.eval()
         with torch.no_grad():
             features = torch.cat([model.features(x) for x, _ in eval_batches(train, self.train_config.eval_batch_size)])

@@ -24,14 +24,6 @@ class Params(base.Params):
     """Section ``icarl``: iCaRL has no hyperparameters of its own (the exemplar budget is ``memory.size``)."""
 
 
-class ExemplarView(TaskView):
-    """Exemplar rows of one old task, prepared (permuted, normalised) like that task's own view."""
-
-    def __init__(self, source: TaskView, raw: torch.Tensor, targets: torch.Tensor):
-        self.task, self.images, self.targets = source.task, raw, targets
-        self.scale, self.shift, self.permutation = source.scale, source.shift, source.permutation
-
-
 def class_means(features: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
     """Row c: the mean of the L2-normalised features of class c's rows, L2-normalised again (paper, Alg. 1)."""
     phi = F.normalize(features.flatten(1), dim=1)
@@ -50,7 +42,6 @@ class ICaRL(Rehearsal):
     Params = Params
     Combined = with_memory(Params)
     scenarios = ("class",)  # one growing set of classes: the paper's setting (docs/methods.md)
-    policy = "balanced"  # never used: the exemplar sets are written whole with Memory.replace, not add
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -70,7 +61,7 @@ class ICaRL(Rehearsal):
         if not len(self.memory):
             return own
         held = self.memory.rows()
-        return own + [ExemplarView(self.views[k], held.raw[held.task_ids == k], held.targets[held.task_ids == k])
+        return own + [self.views[k].with_rows(held.raw[held.task_ids == k], held.targets[held.task_ids == k])
                       for k in held.task_ids.unique().tolist()]
 
     def before_task(self, task: Task) -> None:

@@ -168,9 +168,6 @@ class LwF(Method):
         return 0.0
 
     # --- state ---
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def extra_state(self) -> dict[str, Any]:
         return {"teacher": None if self.teacher is None else self.teacher.state_dict(), "old_tasks": self.old_tasks}
 

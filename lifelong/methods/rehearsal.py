@@ -52,9 +52,6 @@ class Rehearsal(Method):
         self.views: dict[int, TaskView] = {}  # how each seen task prepares its raw rows
         self.shared_preparation = False  # every seen task prepares rows alike (no permutation, same statistics)
 
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def output_width(self) -> int:
         """The widest output of the network: every class (class-IL), the widest head (task-IL), the shared head."""
         counts, scenario = self.model.class_counts, self.model.scenario
