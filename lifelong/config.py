@@ -93,6 +93,12 @@ class TrainConfig(Strict):
     reset_optimizer: bool = Field(True, description="start every task with a fresh optimizer; false carries its "
                                   "state (Adam's moments, SGD's momentum) over to the next task for the parameters "
                                   "that stay, as van de Ven et al. 2019's code does")
+    online: bool = Field(False, description="a stream: each training sample is seen once, in batches of "
+                         "batch_size, in stream order (epochs and iterations do not apply)")
+    boundaries: Literal["given", "hidden"] = Field("given", description="whether the method is told where one "
+                                                   "task ends and the next begins (hidden: only with online)")
+    eval_every: Int | None = Field(None, gt=0, description="training samples between anytime evaluations (accuracy "
+                                   "on every task seen so far); none = only after each task")
 
 
 class Config(Strict):
@@ -235,7 +241,9 @@ def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 
 # (section, key, default) of the keys that ``Config.fingerprint`` leaves out at their default.
 KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
-                                                ("data", "normalize", True), ("train", "reset_optimizer", True)]
+                                                ("data", "normalize", True), ("train", "reset_optimizer", True),
+                                                ("train", "online", False), ("train", "boundaries", "given"),
+                                                ("train", "eval_every", None)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:
