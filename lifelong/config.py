@@ -97,6 +97,8 @@ class TrainConfig(Strict):
                          "batch_size, in stream order (epochs and iterations do not apply)")
     boundaries: Literal["given", "hidden"] = Field("given", description="whether the method is told where one "
                                                    "task ends and the next begins (hidden: only with online)")
+    threads: Int | None = Field(None, gt=0, le=1024, description="torch CPU threads of this run (none = torch's "
+                                "default); not part of the run's identity")
     eval_every: Int | None = Field(None, gt=0, description="training samples between anytime evaluations (accuracy "
                                    "on every task seen so far); none = only after each task")
 
@@ -182,6 +184,7 @@ class Config(Strict):
         d = self.to_dict()
         d.pop("out")
         d.pop("logger")
+        d["train"].pop("threads")
         for section, key, default in KEYS_ADDED_LATER:
             if d[section].get(key) == default:
                 del d[section][key]

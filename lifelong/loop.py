@@ -156,6 +156,8 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     run directory there, so a run that cannot start leaves none).
     """
     device = resolve_device(cfg.device)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     benchmark = build_benchmark(cfg.data, cfg.seed)
     method = build_method(cfg, benchmark, device)
