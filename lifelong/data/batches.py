@@ -24,7 +24,7 @@ class Batch:
     targets: torch.Tensor
     task_ids: int | torch.Tensor  # one int for a single-task batch, else one id per sample
     raw: torch.Tensor
-    rows: torch.Tensor
+    rows: torch.Tensor | None  # None where the rows have no index in a view (a Learner's batches)
     augmented: bool = False  # whether ``inputs`` were augmented (a replay memory augments its rows likewise)
 
     def __iter__(self) -> Iterator:
@@ -47,9 +47,12 @@ class TaskView:
         channels = self.images.shape[1]
         std = torch.tensor(task.std, device=device).expand(channels)
         mean = torch.tensor(task.mean, device=device).expand(channels)
-        # x/255 normalised = x * scale - shift, one fused multiply-subtract per batch
-        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
-        self.shift = (mean / std).view(1, -1, 1, 1)
+        # uint8 rows are pixels (x/255), float rows are values (x); normalised = x * scale - shift, one fused
+        # multiply-subtract per batch, per channel (dimension 1) whatever the rows' rank
+        unit = 255.0 if self.images.dtype == torch.uint8 else 1.0
+        shape = (1, -1) + (1,) * (self.images.dim() - 2)
+        self.scale = (1.0 / (unit * std)).view(shape)
+        self.shift = (mean / std).view(shape)
         self.permutation = None if task.permutation is None else task.permutation.to(device)
 
     def __len__(self) -> int:
@@ -71,10 +74,13 @@ class TaskView:
         return self.images[index] if isinstance(index, slice) else self.images.index_select(0, index)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw uint8 rows of this task → float network inputs (permuted, normalised), e.g. rows from a memory."""
+        """Raw rows of this task (uint8 pixels or float values) → float network inputs (permuted, normalised),
+        e.g. rows from a memory."""
         if self.permutation is not None:
             x = x.flatten(1)[:, self.permutation].view_as(x)
-        return x.float().mul_(self.scale).sub_(self.shift)
+        if x.dtype != torch.float32:
+            return x.float().mul_(self.scale).sub_(self.shift)
+        return x.mul(self.scale).sub_(self.shift)  # float rows: a new tensor, the stored rows stay untouched
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

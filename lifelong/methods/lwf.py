@@ -89,7 +89,7 @@ class LwF(Method):
         """The step, with the teacher's outputs read from the per-task cache when the batch's rows are plain
         (not augmented) rows of the task's view; otherwise the teacher runs on the batch."""
         view = self._view
-        if (self.teacher is not None and view is not None and not batch.augmented
+        if (self.teacher is not None and view is not None and not batch.augmented and batch.rows is not None
                 and isinstance(batch.task_ids, int) and batch.task_ids == view.task.id):
             if self._cache is None:
                 self._cache = self.teacher_cache(view)
