@@ -24,6 +24,7 @@ from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
+from lifelong.lock import run_lock
 from lifelong.loggers import open_loggers
 from lifelong.methods.base import Method
 from lifelong.models import NetworkFactory
@@ -299,6 +300,11 @@ def run(config: Config | dict[str, Any] | None = None, sets: list[str] = (), pro
     """
     cfg = config if isinstance(config, Config) else build_config(config, sets)
     run_dir = store.run_directory(cfg)
+    with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
+        return _run_locked(cfg, run_dir, progress, force)
+
+
+def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool) -> tuple[Path, dict[str, Any]]:
     if force:
         for name in (store.RESULTS_FILE, store.CHECKPOINT_FILE, store.METRICS_FILE, store.WEIGHTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -325,6 +331,11 @@ def run(config: Config | dict[str, Any] | None = None, sets: list[str] = (), pro
 def resume(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint (or return its results if it finished)."""
     run_dir = Path(run_dir)
+    with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
+        return _resume_locked(run_dir, progress)
+
+
+def _resume_locked(run_dir: Path, progress: bool) -> dict[str, Any]:
     cfg = store.read_config(run_dir)
     finished = store.read_finished(run_dir, cfg)
     if finished is not None:

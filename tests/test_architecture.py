@@ -15,7 +15,7 @@ LAYERS = [
     ["lifelong.models"],
     ["lifelong.methods"],
     ["lifelong.config"],
-    ["lifelong.store", "lifelong.presets"],
+    ["lifelong.store", "lifelong.presets", "lifelong.lock"],
     ["lifelong.loop"],
     ["lifelong.compare"],
     ["lifelong.report_data", "lifelong.figures", "lifelong.report"],
