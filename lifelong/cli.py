@@ -97,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
                          help="also run single-task references: forgetting against each task's a_t")
     compare.add_argument("--order-sweep", metavar="CLASSES",
                          help="move the task with these classes (e.g. 1,2) through every position of the order")
+    where = compare.add_argument_group("where the runs train (docs/compare.md)")
+    where.add_argument("--jobs", metavar="N", help="N runs at a time, each in its own process with cores // N torch "
+                                                  "threads (default 1: one after another in this process)")
+    where.add_argument("--executor", help="serial, processes (the default with --jobs N > 1) or ray (each run a "
+                                          "Ray task; pip install 'lifelong[ray]')")
+    where.add_argument("--address", help="with --executor ray: the cluster's HOST:PORT, or auto for the one "
+                                         "started here with `ray start` (default: a local Ray instance)")
+    where.add_argument("--retries", metavar="N", help="times a run whose worker died is started again (default 2)")
+    where.add_argument("--plan", action="store_true", help="train nothing: write one config file per run and print "
+                                                           "their paths, one per line (for SLURM arrays)")
+    where.add_argument("--collect", action="store_true", help="train nothing: build the summary from the run "
+                                                              "directories alone")
 
     report = sub.add_parser(
         "report", help="write an HTML report with figures from run directories",
@@ -238,26 +250,53 @@ def _report(console: Console, args: argparse.Namespace) -> None:
     console.print(f"Report written to {args.out}; figures (PNG, SVG) and summary.md/csv in {folder}")
 
 
-def _compare(console: Console, args: argparse.Namespace) -> None:
-    import hashlib
-    import json
+def _count(text: str | None, flag: str, default: int, least: int) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"{flag} expects a whole number, got '{text[:40]}'") from None
+    if value < least:
+        raise UserError(f"{flag} must be at least {least}, got {value}")
+    return value
 
+
+def _compare(console: Console, args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     from lifelong import compare
     from lifelong.config import build_config
+    from lifelong.executors import make_executor
 
     exp = _experiment(args)
     base = build_config(exp.base)
-    with Progress(console=console) as bar:
-        task = bar.add_task("runs", total=len(compare.plan(exp)))
-        entries = compare.run_experiment(exp, progress=lambda i, n, what: bar.update(
-            task, completed=i, description=f"runs ({what})"))
+    out_dir = compare.folder(exp)
+    jobs, retries = _count(args.jobs, "--jobs", 1, 1), _count(args.retries, "--retries", 2, 0)
+    if args.plan or args.collect:
+        if args.plan and args.collect:
+            raise UserError("--plan writes the runs' configs and --collect reads their results; use one at a time")
+        given = [flag for flag, value in (("--jobs", args.jobs), ("--executor", args.executor),
+                                          ("--address", args.address), ("--retries", args.retries)) if value]
+        if given:
+            raise UserError(f"{given[0]} does not apply with {'--plan' if args.plan else '--collect'}, which train "
+                            "nothing")
+    if args.plan:
+        for path in compare.write_plan(exp):
+            sys.stdout.write(f"{path}\n")  # plain lines, never wrapped: `sed -n ${SLURM_ARRAY_TASK_ID}p`
+        return
+    if args.collect:
+        entries = compare.collect(exp)
+    else:
+        executor = make_executor(args.executor, jobs, args.address, retries)
+        with Progress(console=console) as bar:
+            task = bar.add_task("runs", total=len(compare.plan(exp)))
+            entries = compare.run_experiment(exp, executor=executor, progress=lambda i, n, what: bar.update(
+                task, completed=i, description=f"runs ({what})"))
     rows = compare.summarize(entries)
+    failed = compare.failures(entries)
     sweep = compare.order_sweep_table(entries, exp.order_sweep.task) if exp.order_sweep else None
-    digest = hashlib.sha256(json.dumps(exp.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
-    out_dir = Path(base.out) / f"compare-{base.data.benchmark}-{digest}"
-    compare.write_tables(out_dir, rows, sweep)
+    compare.write_tables(out_dir, rows, sweep, failed)
     compare.write_manifest(out_dir, entries, exp.order_sweep.task if exp.order_sweep else None)
     _print_summary(console, f"{base.data.benchmark}: mean ± std over seeds {exp.seeds}", rows)
     if sweep:
@@ -265,7 +304,12 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
             positions = "  ".join(f"{p}: {v:.3f}" for p, v in row["final_acc_by_position"].items())
             console.print(f"{row['variant']}: final accuracy of task {exp.order_sweep.task} by position "
                           f"[{positions}]  spread {row['spread']:.3f}")
+    for f in failed:
+        console.print(f"failed: {escape(f['variant'])} seed {f['seed']}: {escape(f['error'])}", soft_wrap=True)
     console.print(f"Tables written to {out_dir}/summary.md and summary.csv; figures: lifelong report {out_dir}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(entries)} runs {'are not finished' if args.collect else 'failed'}; "
+                        f"their errors are listed above and in {out_dir / 'summary.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,16 +8,21 @@ optionally single-task reference runs (forgetting against a_t, document 003) and
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lifelong import metrics, store
+from lifelong import lock, metrics, store
 from lifelong.config import build_config
 from lifelong.errors import UserError
+from lifelong.executors import Executor, Job
 
 
 class Variant(BaseModel):
@@ -111,25 +116,85 @@ def plan(exp: Experiment) -> list[dict[str, Any]]:
 
 
 def run_experiment(exp: Experiment, progress: Callable[[int, int, str], None] | None = None,
-                   show_run_progress: bool = False) -> list[dict[str, Any]]:
-    """Run (or find) every planned run; returns the plan entries with ``run_dir`` and ``results`` filled in."""
-    from lifelong.loop import run
+                   executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Run (or find) every planned run with ``executor`` (default: one after another in this process); returns
+    the plan entries with ``run_dir``, ``results`` and ``error`` (the message of a run that failed) filled in."""
+    from lifelong.executors import Serial
 
-    entries = plan(exp)
-    configs = [build_config(e["config"]) for e in entries]  # validate everything before training anything
-    for i, (entry, cfg) in enumerate(zip(entries, configs)):
-        if progress:
-            progress(i, len(entries), f"{entry['variant']} seed {entry['seed']}")
-        entry["run_dir"], entry["results"] = run(cfg, progress=show_run_progress)
+    entries, jobs = _jobs(exp)
+    outcomes = (executor or Serial()).map(jobs, progress)
+    for entry, job, outcome in zip(entries, jobs, outcomes):
+        entry["run_dir"] = Path(outcome.run_dir) if outcome.run_dir else store.run_directory(build_config(job.config))
+        entry["results"], entry["error"] = outcome.results, outcome.error
     if progress:
         progress(len(entries), len(entries), "done")
     return entries
 
 
+def _jobs(exp: Experiment) -> tuple[list[dict[str, Any]], list[Job]]:
+    """The plan's entries and one job per entry; every config is validated before anything trains."""
+    entries = plan(exp)
+    jobs = []
+    for i, entry in enumerate(entries):
+        cfg = build_config(entry["config"])
+        config = cfg.to_dict()  # data_dir is absolute already; out too, for workers in other folders
+        config["out"] = os.path.abspath(cfg.out)
+        jobs.append(Job(i, f"{entry['variant']} seed {entry['seed']}", config))
+    return entries, jobs
+
+
+def folder(exp: Experiment) -> Path:
+    """Where a comparison's tables go: ``<out>/compare-<benchmark>-<hash of the experiment>``."""
+    base = build_config(exp.base)
+    digest = hashlib.sha256(json.dumps(exp.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(base.out) / f"compare-{base.data.benchmark}-{digest}"
+
+
+def write_plan(exp: Experiment) -> list[Path]:
+    """One runnable config file per planned run (``lifelong run --config FILE`` trains it), listed in plan.txt."""
+    entries, jobs = _jobs(exp)
+    plan_dir = folder(exp) / "plan"
+    paths = []
+    for entry, job in zip(entries, jobs):
+        name = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", entry["variant"])[:80]
+        path = (plan_dir / f"{job.index:03d}-{name}-seed{entry['seed']}.yml").absolute()
+        store.atomic_write_bytes(path, yaml.safe_dump(job.config, sort_keys=False).encode())
+        paths.append(path)
+    store.atomic_write_bytes(folder(exp) / "plan.txt", "".join(f"{p}\n" for p in paths).encode())
+    return paths
+
+
+def collect(exp: Experiment) -> list[dict[str, Any]]:
+    """The plan's entries filled from their run directories alone (no training); an unfinished run is an error."""
+    entries, jobs = _jobs(exp)
+    for entry, job in zip(entries, jobs):
+        cfg = build_config(job.config)
+        entry["run_dir"], entry["results"], entry["error"] = store.run_directory(cfg), None, None
+        try:
+            entry["results"] = store.read_finished(entry["run_dir"], cfg)
+        except UserError as err:
+            entry["error"] = str(err)
+            continue
+        if entry["results"] is None:
+            holder = lock.owner(entry["run_dir"]) if lock.lock_path(entry["run_dir"]).exists() else None
+            entry["error"] = ("not run yet" if not entry["run_dir"].is_dir() else
+                              f"being trained by {lock.describe(holder)}" if holder else
+                              f"unfinished; continue it with `lifelong resume {entry['run_dir']}`")
+    return entries
+
+
+def failures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that ended in an error: variant, seed, run directory and the error."""
+    return [{"variant": e["variant"], "seed": e["seed"], "run_dir": str(e["run_dir"]), "error": e["error"]}
+            for e in entries if e.get("results") is None]
+
+
 def _reference_for(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[float] | None:
     """a_t of the single-task run with the same seed and task sequence, if the entries hold one."""
     for other in entries:
-        mine, theirs = entry["results"], other["results"]
+        mine, theirs = entry["results"], other.get("results")
+        if theirs is None:
+            continue
         if theirs["method"] == "single-task" and other["seed"] == entry["seed"] and theirs["tasks"] == mine["tasks"]:
             R = other["results"]["acc_matrix"]
             return [R[j][j] for j in range(len(R))]
@@ -149,7 +214,7 @@ def summarize(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per variant: mean and std over its runs of each metric (std 0 for a single run)."""
     rows = []
     for name in dict.fromkeys(e["variant"] for e in entries):
-        mine = [e for e in entries if e["variant"] == name]
+        mine = [e for e in entries if e["variant"] == name and e.get("results") is not None]
         values: dict[str, list[float]] = {c: [] for c in COLUMNS[2:]}
         for e in mine:
             r = e["results"]
@@ -183,7 +248,10 @@ def order_sweep_table(entries: list[dict[str, Any]], moved: list[int]) -> list[d
     """Final accuracy of the moved task at each position, per variant, and its spread over positions."""
     rows = []
     for name in dict.fromkeys(e["variant"] for e in entries):
-        positions, means, _ = moved_task_accuracy([e["results"] for e in entries if e["variant"] == name], moved)
+        done = [e["results"] for e in entries if e["variant"] == name and e.get("results") is not None]
+        if not done:
+            continue
+        positions, means, _ = moved_task_accuracy(done, moved)
         rows.append({"variant": name, "final_acc_by_position": dict(zip(positions, means)),
                      "spread": max(means) - min(means)})
     return rows
@@ -197,9 +265,14 @@ def fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else str(value)
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
+def to_markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]] = ()) -> str:
+    """The summary table, then the failed runs with their errors (if any)."""
     lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(row[c]) for c in COLUMNS) + " |" for row in rows]
+    if failed:
+        lines += ["", f"Failed runs ({len(failed)}), left out of the table above:", "",
+                  "| variant | seed | run directory | error |", "|---|---|---|---|"]
+        lines += [f"| {f['variant']} | {f['seed']} | {f['run_dir']} | {f['error'].replace('|', '/')} |" for f in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -221,12 +294,13 @@ def write_manifest(out_dir: Path, entries: list[dict[str, Any]], moved: list[int
     """runs.json: the comparison's run directories (relative to ``out_dir``) by variant and seed, and the task an
     order sweep moves, so that ``lifelong report <compare folder>`` finds and names them."""
     runs = [{"variant": e["variant"], "seed": e["seed"], "run_dir": os.path.relpath(e["run_dir"], out_dir)}
-            for e in entries]
-    store.write_json(out_dir / MANIFEST_FILE, {"order_sweep_task": moved, "runs": runs})
+            for e in entries if e.get("results") is not None]
+    store.write_json(out_dir / MANIFEST_FILE, {"order_sweep_task": moved, "runs": runs, "failed": failures(entries)})
 
 
-def write_tables(out_dir: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]] | None) -> None:
-    store.atomic_write_bytes(out_dir / "summary.md", to_markdown(rows).encode())
+def write_tables(out_dir: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]] | None,
+                 failed: list[dict[str, Any]] = ()) -> None:
+    store.atomic_write_bytes(out_dir / "summary.md", to_markdown(rows, failed).encode())
     store.atomic_write_bytes(out_dir / "summary.csv", to_csv(rows).encode())
     if sweep is not None:
         store.write_json(out_dir / "order_sweep.json", sweep)
