@@ -18,16 +18,16 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lifelong import methods, metrics, store
+from lifelong import metrics, store
 from lifelong.config import Config, build_config, difference
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
+from lifelong.learner import Learner, on_device, resolve_device
 from lifelong.lock import run_lock
 from lifelong.loggers import open_loggers
 from lifelong.methods.base import Method
-from lifelong.models import NetworkFactory
 from lifelong.version import __version__
 
 
@@ -42,44 +42,20 @@ class LoopState:
     train_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     metrics_lines: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    samples: int = 0  # training rows seen so far, over every task (anytime evaluation counts them)
+    anytime: list[dict[str, Any]] = field(default_factory=list)  # {"samples", "task", "acc": [tasks seen]}
 
 
 def build_method(cfg: Config, benchmark: Benchmark, device: torch.device) -> Method:
     """The configured method (or the variant its sections select) around fresh networks for the benchmark."""
-    method_class = methods.method_class(cfg.method, cfg.params)
-    build_network = NetworkFactory(cfg.model.name, cfg.model.options, tuple(benchmark.input_shape),
-                                   benchmark.scenario, benchmark.class_counts, head_seed=cfg.seed, device=device)
-    method = method_class(build_network, method_class.make_params(cfg), cfg.train)
-    method.check_benchmark(benchmark)
-    return method
+    return Learner.for_benchmark(cfg, benchmark, device).method
 
 
-def on_device(state: Any, device: torch.device) -> Any:
-    """``state`` (nested dicts, lists and tuples) with every tensor moved to ``device``."""
-    if torch.is_tensor(state):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: on_device(v, device) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(on_device(v, device) for v in state)
-    return state
-
-
-def evaluate(method: Method, view: TaskView, batch_size: int) -> float:
-    """Accuracy of ``method`` on one split of one task."""
-    method.model.eval()
+def evaluate(learner: Learner, view: TaskView, batch_size: int) -> float:
+    """Accuracy of ``learner`` on one split of one task."""
     correct = torch.zeros((), dtype=torch.int64, device=view.images.device)
-    with torch.inference_mode():
-        for x, y in eval_batches(view, batch_size):
-            correct += (method.predict(x, view.task.id).argmax(1) == y).sum()
+    for x, y in eval_batches(view, batch_size):
+        correct += (learner.scores(x, view.task.id).argmax(1) == y).sum()
     return int(correct) / max(1, len(view))
 
 
@@ -161,7 +137,8 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     benchmark = build_benchmark(cfg.data, cfg.seed)
-    method = build_method(cfg, benchmark, device)
+    learner = Learner.for_benchmark(cfg, benchmark, device)
+    method = learner.method
     if on_start is not None:
         on_start()
     store.remove_temp_files(run_dir)
@@ -178,7 +155,14 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         loggers.log(record)
 
     def evaluate_all() -> list[float]:
-        return [evaluate(method, v, cfg.train.eval_batch_size) for v in test_views]
+        return [evaluate(learner, v, cfg.train.eval_batch_size) for v in test_views]
+
+    def evaluate_anytime(task: Task) -> None:
+        """Accuracy on every task seen so far, mid-stream (train.eval_every)."""
+        acc = [evaluate(learner, v, cfg.train.eval_batch_size) for v in test_views[: task.id + 1]]
+        point = {"samples": state.samples, "task": task.id, "acc": acc}
+        state.anytime.append(point)
+        log({"event": "anytime", **point})
 
     def checkpoint() -> None:
         checkpointer.save(state, method)
@@ -195,44 +179,51 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
 
     def train_task(task: Task, bar: Progress) -> None:
         """Train ``task`` from where ``state`` stands (a resumed run starts mid-task), then evaluate every task."""
-        if state.epoch == 0:
-            start = time.perf_counter()
-            method.before_task(task)  # may train (mark's first phases): timed as training
-            state.train_seconds += time.perf_counter() - start
-        stream = Stream(method.training_views(task, train_views[: task.id + 1]), cfg.train.batch_size, data_rng,
-                        augment=cfg.data.augment)
+        told = cfg.train.boundaries == "given" or task.id == 0  # a hidden boundary is not told to the method
+        start = time.perf_counter()
+        views = learner.start_task(task, train_views[: task.id + 1], told=told, resumed=state.epoch > 0)
+        state.train_seconds += time.perf_counter() - start  # before_task may train (mark's first phases)
+        stream = Stream(views, cfg.train.batch_size, data_rng, augment=cfg.data.augment)
         steps_per_epoch = len(stream)
-        total_steps = cfg.train.iterations or cfg.train.epochs * steps_per_epoch
+        total_steps = steps_per_epoch if cfg.train.online else cfg.train.iterations or cfg.train.epochs * steps_per_epoch
         epochs = math.ceil(total_steps / steps_per_epoch)
+        every = cfg.train.eval_every
         bar_id = bar.add_task(f"task {task.id + 1}/{len(tasks)}", total=total_steps,
                               completed=state.epoch * steps_per_epoch, info="")
         while state.epoch < epochs:
             start = time.perf_counter()
-            method.model.train()
-            method.before_epoch(task, train_views[task.id], state.epoch)
+            learner.start_epoch(train_views[task.id], state.epoch)
             steps = min(steps_per_epoch, total_steps - state.epoch * steps_per_epoch)
             loss_sum = torch.zeros((), device=device)
+            evaluating = 0.0
             for step, batch in enumerate(stream.epoch()):
                 if step == steps:
                     break
-                loss_sum += method.train_batch(batch)
+                loss_sum += learner.learn_batch(batch)
+                before, state.samples = state.samples, state.samples + len(batch.targets)
+                if every and state.samples // every > before // every:
+                    pause = time.perf_counter()
+                    evaluate_anytime(task)
+                    evaluating += time.perf_counter() - pause
                 if progress:
                     bar.advance(bar_id)
-            state.train_seconds += time.perf_counter() - start
+            seconds = time.perf_counter() - start - evaluating
+            state.train_seconds += seconds
             record = {"event": "epoch", "task": task.id, "epoch": state.epoch + 1,
-                      "train_loss": float(loss_sum) / steps, "seconds": time.perf_counter() - start}
+                      "train_loss": float(loss_sum) / steps, "seconds": seconds}
             if not math.isfinite(record["train_loss"]):
                 raise diverged(f"the loss of task {task.id + 1}, epoch {state.epoch + 1} is {record['train_loss']}")
             check_weights(f"task {task.id + 1}, epoch {state.epoch + 1}")
             if val_views[task.id] is not None:
-                record["val_acc"] = evaluate(method, val_views[task.id], cfg.train.eval_batch_size)
+                record["val_acc"] = evaluate(learner, val_views[task.id], cfg.train.eval_batch_size)
                 bar.update(bar_id, info=f"val {record['val_acc']:.3f}")
             log(record)
             state.epoch += 1
             if cfg.checkpoint == "epoch" and state.epoch < epochs:
                 checkpoint()
         start = time.perf_counter()
-        method.after_task(task, train_views[task.id])
+        last = task.id == len(tasks) - 1  # the end of the stream is told even when boundaries are hidden
+        learner.finish_task(train_views[task.id], told=cfg.train.boundaries == "given" or last)
         state.train_seconds += time.perf_counter() - start
         check_weights(f"the end of task {task.id + 1}")
         row = evaluate_all()
@@ -288,6 +279,12 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
         "task_names": [t.name for t in benchmark.tasks],
         "method_info": method.report(),
     }
+    if getattr(benchmark, "data_sha256", None):
+        results["data_sha256"] = benchmark.data_sha256  # the user's files the run read
+    if cfg.train.eval_every:
+        points = [p["acc"] for p in state.anytime]
+        results["anytime"] = {"samples": [p["samples"] for p in state.anytime], "acc": points,
+                              "average": metrics.anytime_average(points)}
     return results
 
 

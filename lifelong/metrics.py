@@ -167,3 +167,10 @@ def mean_std_over_seeds(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"mean_std_over_seeds needs at least one seed along the first axis, got shape {v.shape}")
     std = v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros_like(v[0])
     return v.mean(axis=0), std
+
+
+def anytime_average(points: list[list[float]]) -> float | None:
+    """Average anytime accuracy: the mean, over the evaluation points of a stream, of the mean accuracy on the
+    tasks seen at that point (docs/runs.md, "Streams"); None without points."""
+    means = [sum(acc) / len(acc) for acc in points if acc]
+    return sum(means) / len(means) if means else None

@@ -38,6 +38,8 @@ class Method:
     variant_of: ClassVar[tuple[str, str] | None] = None  # (base method, section): runs instead of base with section
     extra_sections: ClassVar[dict[str, type[Params]]] = {}  # config sections shared with other methods (memory)
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class", "domain")  # the scenarios the method can serve
+    task_free: ClassVar[bool] = False  # learns a stream whose task boundaries are hidden (no hook, no task data)
+    trains_before_task: ClassVar[bool] = False  # trains on the task's whole data in before_task (mark)
 
     @classmethod
     def config_section(cls) -> str:

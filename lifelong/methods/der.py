@@ -34,6 +34,7 @@ def logit_matching(outputs: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
 
 class DER(Rehearsal):
     name = "der"
+    task_free = True  # reservoir memory of logits: the paper's general continual learning setting
     description = "dark experience replay: replayed rows keep the logits they had when stored (Buzzega 2020)"
     Params = Params
     Combined = with_memory(Params)

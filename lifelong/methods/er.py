@@ -16,6 +16,7 @@ class Params(base.Params):
 
 class ER(Rehearsal):
     name = "er"
+    task_free = True  # reservoir memory: no boundary needed (Chaudhry et al. 2019 run it online)
     description = "experience replay: each step on the incoming batch plus a batch from a reservoir memory"
     Params = Params
     Combined = with_memory(Params)

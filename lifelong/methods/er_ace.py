@@ -45,6 +45,11 @@ class ERACE(Rehearsal):
         self.seen_max = torch.full((), -1, dtype=torch.int64, device=self.device())
         self.task_id = 0
 
+    @property
+    def task_free(self) -> bool:  # type: ignore[override]
+        """With ``task_free`` set, ACE replays from the first step and needs no boundary (the paper's online setting)."""
+        return self.params.task_free
+
     def before_task(self, task: Task) -> None:
         super().before_task(task)
         self.task_id = task.id

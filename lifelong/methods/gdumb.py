@@ -42,6 +42,7 @@ def learning_rate(epoch: int, lr: float, min_lr: float) -> float:
 
 class GDumb(Rehearsal):
     name = "gdumb"
+    task_free = True  # greedy memory on the stream, fitted at the end (a stream's end is told)
     description = "greedy class-balanced memory; after each task a network from scratch fitted on it (Prabhu 2020)"
     Params = Params
     Combined = with_memory(Params)

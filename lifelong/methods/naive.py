@@ -5,4 +5,5 @@ from lifelong.methods.base import Method
 
 class Naive(Method):
     name = "naive"
+    task_free = True
     description = "fine-tuning on each task in turn; the lower bound"

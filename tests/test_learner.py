@@ -1,0 +1,185 @@
+"""Learner: a hand-written loop gives lifelong run's results; every method works through it; save/load; bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+from lifelong import loop
+from lifelong.config import build_config
+from lifelong.data.batches import TaskView
+from lifelong.data.benchmarks import build_benchmark
+from lifelong.errors import UserError
+from lifelong.learner import Learner
+from lifelong.methods import METHODS
+
+from test_method_contract import contract_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+CPU = torch.device("cpu")
+
+
+def hand_written_loop(cfg):
+    """What a user writes: the benchmark's data, a shuffled pass per epoch, end_task, evaluation on every task."""
+    benchmark = build_benchmark(cfg.data, cfg.seed)
+    learner = Learner.create(cfg.method, cfg.model.name, input_shape=benchmark.input_shape,
+                             classes=benchmark.class_counts, scenario=benchmark.scenario, config=cfg)
+    order = torch.Generator().manual_seed(cfg.seed)
+    tests = [TaskView(t, t.test, CPU) for t in benchmark.tasks]
+
+    def accuracy(view):
+        return float((learner.predict(view.inputs(slice(None)), view.task.id).argmax(1) == view.targets).float().mean())
+
+    rows = []
+    for task in benchmark.tasks:
+        train = TaskView(task, task.train, CPU)
+        for epoch in range(cfg.train.epochs):
+            if epoch:
+                learner.next_epoch()
+            for index in torch.randperm(len(train), generator=order).split(cfg.train.batch_size):
+                learner.learn(train.inputs(index), train.targets.index_select(0, index), task=task.id)
+        learner.end_task(train.inputs(slice(None)), train.targets)
+        rows.append([accuracy(v) for v in tests])
+    return rows
+
+
+@pytest.mark.parametrize("method, scenario", [("ewc", "task"), ("er", "class"), ("lwf", "task"), ("der++", "class")])
+def test_a_hand_written_loop_equals_lifelong_run(tmp_path, method, scenario):
+    raw = contract_config(tmp_path, method, "runs")
+    raw["data"]["scenario"] = scenario
+    cfg = build_config(raw)
+    _, results = loop.run(cfg)
+    rows = hand_written_loop(cfg)
+    flat = [a for row in results["acc_matrix"] for a in row]
+    assert [a for row in rows for a in row] == pytest.approx(flat, abs=1e-6)
+    assert results["acc_matrix"][0][0] > 0.6  # it learnt: the equality is not between two untrained networks
+
+
+class Tiny(nn.Module):
+    """A user's own network: 1×28×28 → 12 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5, stride=3)
+        self.fc = nn.Linear(4 * 8 * 8, 12)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def stream(n_tasks=2, per_task=32, seed=0):
+    """Two class-incremental tasks of random 1×28×28 inputs with labels 2t, 2t+1."""
+    g = torch.Generator().manual_seed(seed)
+    for t in range(n_tasks):
+        x = torch.rand(per_task, 1, 28, 28, generator=g)
+        y = torch.randint(2 * t, 2 * t + 2, (per_task,), generator=g)
+        yield t, x, y
+
+
+def method_config(tmp_path, name):
+    raw = contract_config(tmp_path, name, "runs")
+    return {k: v for k, v in raw.items() if k not in ("data", "out")}
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"joint"}))
+def test_every_method_learns_through_the_learner(tmp_path, name):
+    scenario = "task" if "task" in METHODS[name].scenarios else METHODS[name].scenarios[0]
+    model = None if name in ("gs-mask", "mark") or "slni" in name else Tiny()  # they need their own backbones
+    shape = (3, 32, 32) if name == "mark" else (1, 28, 28)
+    learner = Learner.create(name, model, input_shape=shape, classes=[2, 2], scenario=scenario,
+                             config=method_config(tmp_path, name), device="cpu")
+    for t, x, y in stream():
+        x = torch.rand(32, *shape) if name == "mark" else x
+        y = y - 2 * t if scenario == "task" else y
+        if name == "mark":
+            learner.begin_task(x, y, task=t)
+        for part in range(0, 32, 8):
+            loss = learner.learn(x[part:part + 8], y[part:part + 8], task=t)
+            assert loss == loss  # finite or not, a float came back
+        learner.end_task()
+    scores = learner.predict(torch.rand(5, *shape), task=1)
+    assert scores.shape[0] == 5 and torch.isfinite(scores).all()
+
+
+def test_joint_and_mark_say_what_they_need(tmp_path):
+    learner = Learner.create("joint", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], device="cpu")
+    with pytest.raises(UserError, match="use lifelong run"):
+        learner.learn(torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1]))
+    learner = Learner.create("mark", input_shape=(3, 32, 32), classes=[2, 2], scenario="task",
+                             config=method_config(tmp_path, "mark"), device="cpu")
+    with pytest.raises(UserError, match=r"begin_task\(x, y\)"):
+        learner.learn(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("name", ["er", "ewc", "icarl"])
+def test_save_and_load_continue_exactly(tmp_path, name):
+    """Saved mid-task and loaded into a new process's objects, the learner ends where an uninterrupted one does."""
+    config = method_config(tmp_path, name)
+
+    def fresh():
+        return Learner.create(name, None, input_shape=(1, 28, 28), classes=[2, 2], scenario="class", config=config,
+                              device="cpu")
+
+    batches = [(t, x[i:i + 8], y[i:i + 8]) for t, x, y in stream() for i in range(0, 32, 8)]
+    whole = fresh()
+    for t, x, y in batches:
+        whole.learn(x, y, task=t)
+    whole.end_task()
+
+    first = fresh()
+    for t, x, y in batches[:6]:  # into the second task
+        first.learn(x, y, task=t)
+    first.save(tmp_path / "learner.pt")
+    loaded = Learner.load(tmp_path / "learner.pt")
+    for t, x, y in batches[6:]:
+        loaded.learn(x, y, task=t)
+    loaded.end_task()
+    probe = torch.rand(6, 1, 28, 28)
+    assert torch.equal(whole.predict(probe), loaded.predict(probe))
+
+
+def test_a_learner_around_your_module_is_loaded_with_it(tmp_path):
+    learner = Learner.create("naive", Tiny(), input_shape=(1, 28, 28), classes=10, device="cpu")
+    for _, x, y in stream():
+        learner.learn(x, y)
+    learner.save(tmp_path / "mine.pt")
+    with pytest.raises(UserError, match="pass it again"):
+        Learner.load(tmp_path / "mine.pt")
+    loaded = Learner.load(tmp_path / "mine.pt", model=Tiny())
+    probe = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded.predict(probe), learner.predict(probe))
+    (tmp_path / "bad.pt").write_bytes(b"not a learner")
+    with pytest.raises(UserError, match="can be loaded safely"):
+        Learner.load(tmp_path / "bad.pt")
+
+
+def test_features_from_a_table_and_a_user_module_train_to_high_accuracy():
+    """Float feature vectors (N, D), a class-incremental stream of 2 tasks, a linear user module: it learns."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 6, generator=g) * 3
+    learner = Learner.create("er", nn.Linear(6, 8), input_shape=(6,), classes=[2, 2],
+                             config={"train": {"lr": 0.01}, "memory": {"size": 40, "batch_size": 16}}, device="cpu")
+    for t in range(2):
+        for _ in range(60):
+            y = torch.randint(2 * t, 2 * t + 2, (16,), generator=g)
+            learner.learn(centres[y] + torch.randn(16, 6, generator=g), y, task=t)
+    y = torch.arange(4).repeat(25)
+    accuracy = (learner.predict(centres[y] + torch.randn(100, 6, generator=g)).argmax(1) == y).float().mean()
+    assert accuracy > 0.85
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda l: l.learn(torch.rand(4, 1, 27, 28), torch.zeros(4, dtype=torch.long)), "input_shape"),
+    (lambda l: l.learn(torch.rand(4, 1, 28, 28), torch.zeros(4)), "labels must be integers"),
+    (lambda l: l.learn(torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])), "must lie in 0..1"),
+    (lambda l: l.learn(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), task=1), "arrive in order"),
+    (lambda l: l.end_task(), "no task is being learnt"),
+])
+def test_bad_input_is_one_line(call, message):
+    learner = Learner.create("naive", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], device="cpu")
+    with pytest.raises(UserError, match=message):
+        call(learner)
+
+
+def test_a_module_that_refuses_the_shape_is_named():
+    with pytest.raises(UserError, match="cannot take inputs of shape"):
+        Learner.create("naive", Tiny(), input_shape=(3, 32, 32), classes=2, device="cpu")
