@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lifelong.data.benchmarks import BENCHMARKS, task_count
+from lifelong.data.benchmarks import BENCHMARKS, default_scenario, task_count
+from lifelong.data.own import source_sha256
 from lifelong.errors import UserError
 from lifelong.loggers import LOGGERS
 from lifelong.methods import METHODS, method_class, param_sections
@@ -40,8 +41,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class SourceConfig(Strict):
+    """Your own data (docs/own-data.md): an image folder, an .npz of arrays, or a CSV or Parquet table."""
+
+    path: str = Field(description="an image folder (ROOT/CLASS/*.png), or a .npz, .csv or .parquet file; made "
+                      "absolute")
+    size: Int = Field(32, gt=0, le=4096, description="image folders: every image resized to size × size")
+    grey: bool = Field(False, description="image folders: grey images (1 channel) instead of colour (3)")
+    skip_unreadable: bool = Field(False, description="image folders: leave unreadable files out (else an error "
+                                  "lists them)")
+    test_split: Float = Field(0.2, gt=0.0, lt=1.0, description="image folders and tables without a test split: the "
+                              "stratified fraction of each class held out as test data (the same for every seed)")
+    label_column: str = Field("label", description="tables: the column of class labels (names or integers)")
+    features: list[str] | None = Field(None, description="tables: the feature columns (none = every other column)")
+    task_column: str | None = Field(None, description="tables: one task per value of this column (e.g. a month)")
+    task_order: list[str | int] | None = Field(None, description="tables: the task column's values in task order "
+                                               "(none = sorted); rows of values not listed are left out")
+    split_column: str | None = Field(None, description="tables: a column saying train or test for each row")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return os.path.abspath(os.path.expanduser(value))
+
+
 class DataConfig(Strict):
-    """Which benchmark, where its files are, and how to cut it into tasks."""
+    """Which benchmark (or your own data), where its files are, and how to cut it into tasks."""
 
     benchmark: str = "quickstart"
     data_dir: str | None = Field(None, description="made absolute, so a run resumes from any folder")
@@ -59,12 +84,35 @@ class DataConfig(Strict):
     rgb32: bool = Field(False, description="pad images to 32×32 and repeat grey ones to 3 channels (MNIST → 3×32×32)")
     normalize: bool = Field(True, description="standardise inputs per channel with the training images' mean and "
                             "std; false feeds raw pixels in [0, 1] (e.g. van de Ven et al. 2019's MNIST protocols)")
+    source: SourceConfig | None = Field(None, description="your own data instead of a named benchmark (a path, or "
+                                        "a section); data.benchmark becomes 'source'")
+    tasks: list[list[str | int]] | None = Field(None, description="data.source: the classes of each task, by name "
+                                                "or id, e.g. [[cat, dog], [car, truck]]")
+    classes_per_task: Int | None = Field(None, gt=0, description="data.source: tasks of N consecutive classes "
+                                         "(default 2)")
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         """``data``, ``data/`` and ``./data`` name one folder: store it as one absolute path."""
         return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        """``source: my_images`` is short for ``source: {path: my_images}``."""
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_benchmark(cls, raw: Any) -> Any:
+        """With a source, ``benchmark`` is ``source``; another named benchmark beside it is an error."""
+        if isinstance(raw, dict) and raw.get("source") is not None:
+            if raw.get("benchmark", "source") != "source":
+                raise UserError(f"data.source and data.benchmark '{raw['benchmark']}' name two datasets; remove "
+                                "data.benchmark (with a source it is 'source')")
+            raw = {**raw, "benchmark": "source"}
+        return raw
 
 
 class ModelConfig(BaseModel):
@@ -195,8 +243,18 @@ class Config(Strict):
 def _drop_defaults(d: dict[str, Any], cfg: Config) -> None:
     """Write values that equal what an unset key means as unset, so one experiment has one fingerprint."""
     data, spec = d["data"], BENCHMARKS.get(cfg.data.benchmark)
+    for key in ("source", "tasks", "classes_per_task"):  # added later: hashed only when set
+        if data[key] is None:
+            del data[key]
+    if cfg.data.source is not None:  # the content of the user's files, and only the options set
+        options = {key: field.default for key, field in SourceConfig.model_fields.items() if key != "path"}
+        data["source"] = {key: value for key, value in data["source"].items()
+                          if key not in options or _plain(value) != _plain(options[key])}
+        data["source"]["sha256"] = source_sha256(cfg.data.source.path)
+        if data.get("classes_per_task") == 2 and cfg.data.source.task_column is None:
+            del data["classes_per_task"]
     if spec is not None:
-        if data["scenario"] == spec.scenario:
+        if data["scenario"] == default_scenario(cfg.data):
             data["scenario"] = None
         if spec.variable_tasks and data["num_tasks"] == spec.tasks:
             data["num_tasks"] = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Callable
 
-from lifelong.data import readers, scenarios, sources
+from lifelong.data import own, readers, scenarios, sources
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
@@ -28,7 +28,7 @@ class BenchmarkSpec:
     scenario: str = "task"
     default_order: list[list[int]] | None = None  # class order of split benchmarks
     variable_tasks: bool = False  # whether data.num_tasks applies
-    tasks: int = 5  # tasks of the default sequence (num_tasks' default where it applies)
+    tasks: int | None = 5  # tasks of the default sequence (num_tasks' default where it applies; None: the data's)
     split: bool = True  # whether tasks are groups of classes (data.class_order applies)
 
 
@@ -54,6 +54,8 @@ def _rgb32(dataset: DatasetSplits, cfg: DataConfig) -> DatasetSplits:
     """The dataset as 3×32×32 images (grey ones repeated, smaller ones zero-padded) where ``data.rgb32`` asks."""
     if not cfg.rgb32:
         return dataset
+    if dataset.train.features:
+        raise UserError(f"data.rgb32 applies to images, not to the feature vectors of {dataset.name}; remove it")
     try:
         return DatasetSplits(dataset.name, scenarios.to_rgb32(dataset.train), scenarios.to_rgb32(dataset.test),
                              dataset.class_names)
@@ -97,6 +99,15 @@ def _mini_imagenet(cfg: DataConfig, seed: int) -> list[Task]:
     return scenarios.split_classes(_load("mini-imagenet", cfg), _order(cfg, default))
 
 
+def _source(cfg: DataConfig, seed: int) -> list[Task]:
+    """The user's data (``data.source``) cut by its task column, or into groups of classes."""
+    dataset = own.read_source(cfg.source)
+    if dataset.group_names is not None:
+        return scenarios.by_group(dataset)
+    groups = own.class_groups(dataset, cfg.tasks, cfg.classes_per_task, cfg.source.path)
+    return scenarios.split_classes(_rgb32(dataset, cfg), groups)
+
+
 MULTI_DATASETS = ["cifar10", "notmnist", "mnist", "svhn", "fashion-mnist"]
 
 
@@ -128,17 +139,51 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "multi": BenchmarkSpec("5-dataset sequence CIFAR-10, notMNIST, MNIST, SVHN, Fashion-MNIST at 32×32×3", _multi,
                            split=False),
     "mini-imagenet": BenchmarkSpec("MiniImageNet, 20 tasks of 5 classes at 84×84×3", _mini_imagenet, tasks=20),
+    "source": BenchmarkSpec("your own data, data.source: an image folder, .npz, .csv or .parquet (docs/own-data.md)",
+                            _source, split=False, tasks=None),
 }
 
 
 def task_count(cfg: DataConfig) -> int | None:
-    """How many tasks the benchmark's sequence has before ``max_tasks`` cuts it (None: unknown benchmark)."""
+    """How many tasks the benchmark's sequence has before ``max_tasks`` cuts it (None: unknown before reading)."""
     spec = BENCHMARKS.get(cfg.benchmark)
     if spec is None:
         return None
+    if spec.tasks is None:  # a source: known from data.tasks, else from its data
+        return len(cfg.tasks) if cfg.tasks is not None else None
     if cfg.class_order is not None and spec.split:
         return len(cfg.class_order)
     return cfg.num_tasks if spec.variable_tasks and cfg.num_tasks else spec.tasks
+
+
+def default_scenario(cfg: DataConfig) -> str | None:
+    """The scenario of a benchmark when data.scenario is unset: a source's task column makes it domain-incremental."""
+    spec = BENCHMARKS.get(cfg.benchmark)
+    if cfg.source is not None and cfg.source.task_column is not None:
+        return "domain"
+    return None if spec is None else spec.scenario
+
+
+def _check_source(cfg: DataConfig) -> None:
+    """Refuse task settings that do not fit a user's source, or a source's settings on a named benchmark."""
+    if cfg.benchmark != "source":
+        if cfg.tasks is not None or cfg.classes_per_task is not None:
+            key = "tasks" if cfg.tasks is not None else "classes_per_task"
+            raise UserError(f"data.{key} applies to data.source; for {cfg.benchmark} use data.class_order")
+        return
+    if cfg.source is None:
+        raise UserError("data.benchmark 'source' needs data.source: the path of an image folder or a .npz, .csv or "
+                        ".parquet file")
+    wrong = "class_order" if cfg.class_order is not None else "num_tasks" if cfg.num_tasks is not None else None
+    if wrong:
+        raise UserError(f"data.{wrong} does not apply to data.source; use data.tasks or data.classes_per_task")
+    if cfg.tasks is not None and cfg.classes_per_task is not None:
+        raise UserError("data.tasks and data.classes_per_task both say how to cut the classes; set only one")
+    if cfg.source.task_column is not None and (cfg.tasks is not None or cfg.classes_per_task is not None):
+        raise UserError("data.source.task_column makes the tasks (one per value); remove data.tasks and "
+                        "data.classes_per_task")
+    if cfg.source.task_order is not None and cfg.source.task_column is None:
+        raise UserError("data.source.task_order orders the values of a task column; set data.source.task_column")
 
 
 def check_data(cfg: DataConfig) -> BenchmarkSpec:
@@ -146,6 +191,7 @@ def check_data(cfg: DataConfig) -> BenchmarkSpec:
     spec = BENCHMARKS.get(cfg.benchmark)
     if spec is None:
         raise UserError(f"unknown benchmark '{cfg.benchmark}'; choose one of: {', '.join(BENCHMARKS)}")
+    _check_source(cfg)
     if cfg.num_tasks is not None and not spec.variable_tasks:
         raise UserError(f"data.num_tasks does not apply to {cfg.benchmark} (its tasks are fixed); use data.max_tasks "
                         "to train on fewer tasks")
@@ -164,12 +210,20 @@ def check_data(cfg: DataConfig) -> BenchmarkSpec:
 def build_benchmark(cfg: DataConfig, seed: int) -> Benchmark:
     """Load the data of ``cfg.benchmark`` and cut it into the tasks of the chosen scenario."""
     spec = check_data(cfg)
-    scenario = cfg.scenario or spec.scenario
-    tasks = scenarios.finalize(spec.build(cfg, seed), scenario, seed, cfg.validation, cfg.train_fraction,
-                               cfg.max_tasks, cfg.test_fraction)
-    if not cfg.normalize:  # raw pixels in [0, 1]
+    scenario = cfg.scenario or default_scenario(cfg)
+    built = spec.build(cfg, seed)
+    if cfg.max_tasks is not None and cfg.max_tasks > len(built):
+        raise UserError(f"data.max_tasks={cfg.max_tasks} exceeds the {len(built)} tasks of {cfg.benchmark}; "
+                        f"use at most {len(built)}")
+    if cfg.augment and built[0].train.features:
+        raise UserError(f"data.augment applies to images, not to the feature vectors of {built[0].source}; "
+                        "remove it")
+    tasks = scenarios.finalize(built, scenario, seed, cfg.validation, cfg.train_fraction, cfg.max_tasks,
+                               cfg.test_fraction)
+    if not cfg.normalize:  # raw pixels in [0, 1], features as they are
         tasks = [replace(t, mean=(0.0,) * len(t.mean), std=(1.0,) * len(t.std)) for t in tasks]
-    return Benchmark(cfg.benchmark, scenario, tasks)
+    digest = own.source_sha256(cfg.source.path) if cfg.benchmark == "source" else None
+    return Benchmark(cfg.benchmark, scenario, tasks, data_sha256=digest)
 
 
 def default_class_order(benchmark: str) -> list[list[int]]:

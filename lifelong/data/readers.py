@@ -30,7 +30,7 @@ Checksum = tuple[str, str]  # (hashlib algorithm, hex digest)
 
 DIGITS = tuple(str(digit) for digit in range(10))  # class names of MNIST and SVHN
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 # The only globals a CIFAR or MiniImageNet pickle needs: numpy array/scalar reconstruction (numpy 1 and 2
@@ -229,19 +229,21 @@ def read_svhn(folder: str | Path, checksums: Mapping[str, Checksum] | None = Non
     return DatasetSplits("svhn", splits[0], splits[1], list(class_names))
 
 
-def read_image_folder(folder: str | Path, size: int | tuple[int, int], grey: bool = False
-                      ) -> tuple[ImageArrays, list[str]]:
-    """Read folder/CLASS_NAME/*.png|jpg into uint8 images resized to `size` (H, W); skip unreadable files, warning."""
+def read_image_folder(folder: str | Path, size: int | tuple[int, int], grey: bool = False,
+                      skip_unreadable: bool = True) -> tuple[ImageArrays, list[str]]:
+    """Read folder/CLASS_NAME/*.png|jpg|... into uint8 images resized to `size` (H, W); unreadable files are
+    skipped with a warning, or refused (listed) when `skip_unreadable` is false."""
     folder = Path(folder)
     height, width = (size, size) if isinstance(size, int) else size
     mode = "L" if grey else "RGB"
-    class_names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+    class_names = sorted(entry.name for entry in folder.iterdir()
+                         if entry.is_dir() and not entry.name.startswith(".")) if folder.is_dir() else []
     if not class_names:
         raise UserError(f"no class folders in {folder}: expected {folder}/CLASS_NAME/*.png")
     images, labels, skipped = [], [], []
     for label, class_name in enumerate(class_names):
         for path in sorted((folder / class_name).iterdir()):
-            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
                 continue
             pixels = _load_image(path, (width, height), mode)
             if pixels is None:
@@ -249,11 +251,16 @@ def read_image_folder(folder: str | Path, size: int | tuple[int, int], grey: boo
                 continue
             images.append(pixels)
             labels.append(label)
+    if skipped and not skip_unreadable:
+        names = ", ".join(str(path.relative_to(folder)) for path in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise UserError(f"{len(skipped)} unreadable image file(s) under {folder}: {names}{more}; fix or delete them, "
+                        "or set data.source.skip_unreadable: true to leave them out")
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s) under {folder}, e.g. {skipped[0]}",
                       stacklevel=2)
     if not images:
-        raise UserError(f"no readable .png/.jpg images in the class folders of {folder}")
+        raise UserError(f"no readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of {folder}")
     stacked = torch.from_numpy(np.stack(images))
     images_nchw = stacked.unsqueeze(1) if grey else stacked.permute(0, 3, 1, 2).contiguous()
     return ImageArrays(images_nchw, torch.tensor(labels, dtype=torch.int64)), class_names

@@ -32,7 +32,7 @@ class Task:
     train: ImageArrays
     test: ImageArrays
     val: ImageArrays | None = None
-    mean: tuple[float, ...] = (0.0,)  # per channel, of the source dataset's training images in [0, 1]
+    mean: tuple[float, ...] = (0.0,)  # per channel, of the source's training images in [0, 1] (features: as they are)
     std: tuple[float, ...] = (1.0,)
     permutation: torch.Tensor | None = None  # pixel permutation of the flattened image (permuted MNIST)
     label_offset: int = 0  # added to local labels to form the prediction target (class-incremental)
@@ -54,6 +54,7 @@ class Benchmark:
     name: str
     scenario: str
     tasks: list[Task] = field(default_factory=list)
+    data_sha256: str | None = None  # of the user's files (data.source); None for named benchmarks
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -65,11 +66,12 @@ class Benchmark:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    """Per-channel mean and std of uint8 images scaled to [0, 1], or of float features as they are."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
+    unit = 255.0 if images.dtype == torch.uint8 else 1.0
     for chunk in images.split(4096):  # chunks keep the float copy small (a whole dataset would be GBs)
-        x = chunk.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+        x = chunk.transpose(0, 1).reshape(images.shape[1], -1).double() / unit
         total += x.sum(1)
         squares += (x * x).sum(1)
     n = images.numel() // images.shape[1]
@@ -145,6 +147,21 @@ def permuted(dataset: DatasetSplits, num_tasks: int, seed: int) -> list[Task]:
             source=dataset.name,
         )
         for i in range(num_tasks)
+    ]
+
+
+def by_group(dataset: DatasetSplits) -> list[Task]:
+    """One task per task-column value (e.g. a month), in ``group_names`` order, each over every class."""
+    mean, std = channel_stats(dataset.train.images)
+    classes = list(range(len(dataset.class_names)))
+
+    def rows(arrays: ImageArrays, group: int) -> ImageArrays:
+        return arrays.subset((arrays.groups == group).nonzero().squeeze(1))
+
+    return [
+        Task(id=i, name=f"{dataset.name} {value}", classes=classes, class_names=list(dataset.class_names),
+             train=rows(dataset.train, i), test=rows(dataset.test, i), mean=mean, std=std, source=dataset.name)
+        for i, value in enumerate(dataset.group_names or [])
     ]
 
 
