@@ -168,6 +168,20 @@ def validation(labels: Sequence[str], curves: Sequence[tuple[np.ndarray, np.ndar
     return fig
 
 
+def anytime(labels: Sequence[str], curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
+    """Mean accuracy on the tasks seen so far against training rows seen, one line per variant."""
+    fig = _figure(6.5, 3.6)
+    ax = fig.subplots()
+    for k, (label, (samples, mean, std)) in enumerate(zip(labels, curves)):
+        ax.plot(samples, mean, label=label, **_series(k))
+        ax.fill_between(samples, mean - std, mean + std, color=OKABE_ITO[k % 8], alpha=0.15, linewidth=0)
+    ax.set_xlabel("training rows seen")
+    ax.set_ylabel("accuracy on the tasks seen")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return fig
+
+
 def order_sweep(labels: Sequence[str], points: Sequence[tuple[list[int], np.ndarray, np.ndarray]],
                 moved: str, num_tasks: int) -> Figure:
     """Final accuracy of the moved task against its position in the sequence, one line per variant."""

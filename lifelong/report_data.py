@@ -200,6 +200,18 @@ def validation_curve(variant: Variant) -> tuple[tuple[np.ndarray, np.ndarray], l
     return mean_std_over_seeds(np.array([c[:length] for c in curves])), starts
 
 
+def anytime_curve(variant: Variant) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Training rows seen at each anytime point, and the mean and std over seeds of the mean accuracy on the
+    tasks seen there (results.json ``anytime``); None when a run has none."""
+    points = [run.results.get("anytime") for run in variant.runs]
+    if any(not p or not p["samples"] for p in points):
+        return None
+    length = min(len(p["samples"]) for p in points)
+    means = np.array([[np.mean(acc) for acc in p["acc"][:length]] for p in points])
+    mean, std = mean_std_over_seeds(means)
+    return np.array(points[0]["samples"][:length]), mean, std
+
+
 def sweep_points(variants: list[Variant], family: str, moved: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Positions (1-based) of the moved task and the mean and std over seeds of its final accuracy there."""
     results = [run.results for variant in variants if variant.family == family for run in variant.runs]
@@ -242,6 +254,13 @@ def figure_specs(variants: list[Variant], sweeps: dict[str, list[int]]) -> list[
                       "(metrics.jsonl); band: one standard deviation over seeds.",
                       figures.validation, ([label for label, _ in validation], [c for _, (c, _) in validation],
                                      list(starts.pop()) if len(starts) == 1 else [])))
+    anytime = [(v.label, anytime_curve(v)) for v in variants]
+    anytime = [(label, curve) for label, curve in anytime if curve is not None]
+    if anytime:
+        specs.append(("anytime_accuracy", "Anytime accuracy",
+                      "Mean test accuracy on every task seen so far, evaluated every train.eval_every training rows "
+                      "of the stream; band: one standard deviation over seeds.",
+                      figures.anytime, ([label for label, _ in anytime], [c for _, c in anytime])))
     if sweeps:
         moved = {str(tuple(m)) for m in sweeps.values()}
         specs.append(("order_sweep", "Task-order sweep",

@@ -87,3 +87,12 @@ def test_a_stream_resumes_to_the_same_results(tiny, crash_and_resume):
     run_dir, resumed = crash_and_resume(config, [(1, 0)])
     for key in ("acc_matrix", "anytime"):
         assert resumed[key] == uninterrupted[key]
+
+
+def test_the_report_draws_the_anytime_curve(tiny, tmp_path):
+    from lifelong.report import write_report
+
+    run_dir, _ = lifelong.run(stream_config(tiny, "er"))
+    folder, _, _ = write_report([run_dir], tmp_path / "report.html")
+    assert (folder / "anytime_accuracy.png").stat().st_size > 0
+    assert "Anytime accuracy" in (tmp_path / "report.html").read_text()
