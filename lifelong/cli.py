@@ -1,4 +1,4 @@
-"""The `lifelong` command: run, resume, compare, report, list, download.
+"""The `lifelong` command: run, resume, compare, report, list, download, serve.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the problem and the fix), 1 internal error.
 """
@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
                               description="Download a dataset, verify its checksums and store it atomically.")
     download.add_argument("dataset", help="dataset name (see `lifelong list datasets`)")
     download.add_argument("--data-dir", help="where to store it (default: $LIFELONG_DATA or ~/.cache/lifelong)")
+
+    from lifelong.serve import command as serve_command  # argparse only; the server is imported when it runs
+
+    serve_command.add_arguments(sub.add_parser(
+        "serve", help="serve a model over HTTP that keeps learning from labelled samples (docs/serve.md)",
+        description="Answer predictions while learning from labelled samples sent to the service, with the run's "
+                    "method; every accepted sample is journaled before the reply. Needs lifelong[serve]."))
     return parser
 
 
@@ -352,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             _report(console, args)
         elif args.command == "list":
             _list(console, args.what)
+        elif args.command == "serve":
+            from lifelong.serve import command as serve_command
+
+            serve_command.main(args, console)
         elif args.command == "download":
             from lifelong.data.sources import download_dataset, download_root
 
