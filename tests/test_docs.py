@@ -43,3 +43,31 @@ def test_every_method_and_hyperparameter_is_documented():
     missing += [f"{m.config_section()}.{field}" for m in METHODS.values() for field in m.Params.model_fields
                 if f"`{m.config_section()}.{field}`" not in text]
     assert not missing, f"undocumented in docs/methods.md: {missing}"
+
+
+def run_markdown(path, monkeypatch, tmp_path):
+    """Run a page's blocks in order in an empty folder: ```python blocks, ```yaml blocks whose first line is
+    ``# FILE`` (written to FILE), and each ``$ lifelong ...`` line of ```console blocks (must exit 0)."""
+    import re
+    import shlex
+
+    from lifelong.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+    for kind, body in blocks:
+        if kind == "python":
+            exec(compile(body, str(path), "exec"), {"__name__": "__docs__"})
+        elif kind == "yaml" and body.startswith("# "):
+            Path(body.splitlines()[0][2:].strip()).write_text(body)
+        elif kind == "console":
+            for line in body.splitlines():
+                if line.startswith("$ lifelong "):
+                    assert main(shlex.split(line[2:])[1:]) == 0, line
+    return blocks
+
+
+def test_own_data_tutorial_runs(monkeypatch, tmp_path):
+    blocks = run_markdown(ROOT / "docs" / "own-data.md", monkeypatch, tmp_path)
+    assert sum(kind == "console" for kind, _ in blocks) >= 5
+    assert len(list((tmp_path / "runs").glob("source-*/results.json"))) >= 7
