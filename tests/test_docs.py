@@ -54,10 +54,10 @@ def run_markdown(path, monkeypatch, tmp_path):
     from lifelong.cli import main
 
     monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"^```(\w+)\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", path.read_text(), flags=re.MULTILINE | re.DOTALL)
     for kind, body in blocks:
         if kind == "python":
-            exec(compile(body, str(path), "exec"), {"__name__": "__docs__"})
+            exec(compile(body, str(path), "exec"), {"__name__": "__docs__"})  # noqa: S102 - our own docs
         elif kind == "yaml" and body.startswith("# "):
             Path(body.splitlines()[0][2:].strip()).write_text(body)
         elif kind == "console":

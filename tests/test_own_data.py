@@ -127,11 +127,18 @@ def test_every_format_trains_above_chance(tmp_path, source, fmt):
 @pytest.mark.parametrize("method", ["er", "der++"])
 def test_a_task_column_is_domain_incremental_and_rehearsal_replays_float_rows(tmp_path, source, method):
     section = {**source("csv"), "task_column": "month"}
-    run_dir, results = run(config(tmp_path, {"source": section}, method=method, memory={"size": 60}))
+    _, results = run(config(tmp_path, {"source": section}, method=method, memory={"size": 60}))
     assert results["scenario"] == "domain"
     assert results["task_names"] == ["table 202401", "table 202402", "table 202403"]
     assert results["tasks"] == [[0, 1, 2, 3]] * 3
     assert results["acc"] > 0.5  # four classes: chance is 0.25
+
+
+def test_a_crashed_run_on_float_rows_resumes_to_the_same_results(tmp_path, source, crash_and_resume):
+    data = {"source": {**source("npz-features")}, "scenario": "class"}
+    _, straight = run(config(tmp_path / "straight", data, method="der++", memory={"size": 40}))
+    _, resumed = crash_and_resume(config(tmp_path / "crash", data, method="der++", memory={"size": 40}), [(1, 0)])
+    assert resumed["acc_matrix"] == straight["acc_matrix"]
 
 
 def test_task_order_picks_and_orders_the_tasks(tmp_path, source):
@@ -224,9 +231,10 @@ def test_unreadable_images_are_listed_unless_skipped(tmp_path, fmnist):
     message = refused({"source": str(tmp_path / "imgs")}, r"5 unreadable image file\(s\) under .*imgs: "
                       r"Dress/broken0.png, Dress/broken1.png, Dress/broken2.png and 2 more", tmp_path)
     assert "skip_unreadable: true" in message
+    cfg = build_config(config(tmp_path, {"source": {"path": str(tmp_path / "imgs"), "skip_unreadable": True}}))
     with pytest.warns(UserWarning, match="skipped 5 unreadable"):
-        cfg = build_config(config(tmp_path, {"source": {"path": str(tmp_path / "imgs"), "skip_unreadable": True}}))
-        assert len(build_benchmark(cfg.data, 0).tasks) == 2
+        benchmark = build_benchmark(cfg.data, 0)
+    assert len(benchmark.tasks) == 2
 
 
 def test_unknown_class_and_class_without_test_samples(tmp_path, fmnist):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from lifelong.data import tables
-from lifelong.data.labels import class_ids, holdout
 from lifelong.data.arrays import DatasetSplits, ImageArrays
+from lifelong.data.labels import class_ids, holdout
 from lifelong.data.readers import read_image_folder
 from lifelong.data.sources import Dataset
 from lifelong.errors import UserError

@@ -36,7 +36,7 @@ def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpl
     """A CSV or Parquet table → DatasetSplits (with each row's task-column value when there is one)."""
     columns = read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else read_csv(path)
     rows = len(next(iter(columns.values())).values)
-    label = _text_or_numbers(_column(columns, source.label_column, "label_column", path), source.label_column, path)
+    label = _labels(_column(columns, source.label_column, "label_column", path), source.label_column, path)
     special = {source.label_column, source.task_column, source.split_column}
     names = source.features or [name for name in columns if name not in special]
     if not names:
@@ -80,6 +80,7 @@ def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpl
 
 
 def _column(columns: dict[str, Column], name: str, option: str, path: Path) -> Column:
+    """The column ``name``; a missing one is refused, naming the option and the columns there are."""
     if name not in columns:
         shown = ", ".join(list(columns)[:12]) + (", ..." if len(columns) > 12 else "")
         raise UserError(f"{path} has no column {name!r} (data.source.{option}); its columns: {shown}")
@@ -87,13 +88,14 @@ def _column(columns: dict[str, Column], name: str, option: str, path: Path) -> C
 
 
 def _missing(column: Column, name: str, path: Path) -> None:
+    """Refuse a column with missing values, naming the first."""
     if column.missing is not None:
         raise UserError(f"column {name!r} of {path} has missing values (first at row {column.missing + 1}); fill "
                         "them or drop those rows")
 
 
-def _text_or_numbers(column: Column, name: str, path: Path) -> np.ndarray:
-    """A label column's values, missing ones refused."""
+def _labels(column: Column, name: str, path: Path) -> np.ndarray:
+    """A label column's values (text or numbers), missing ones refused."""
     _missing(column, name, path)
     return column.values
 
