@@ -8,6 +8,7 @@ from torch import nn
 
 from lifelong.methods.importance import (
     _closed_form,
+    _grouped_weight_gradients,
     _vmapped,
     parameter_names,
     summed_per_sample,
@@ -79,9 +80,16 @@ def close(a, b):
     return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["unfold", "grouped"])
 @pytest.mark.parametrize("transform", [torch.square, torch.abs])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_conv_closed_form_equals_vmap_and_a_loop(config, transform):
+def test_conv_closed_form_equals_vmap_and_a_loop(config, transform, grouped, monkeypatch):
+    """Both conv paths (unfold + bmm; one weight gradient with the samples as groups) on every layer shape."""
+    monkeypatch.setattr("lifelong.methods.importance.GROUPED_MIN_POSITIONS", 1 if grouped else 10**9)
+    monkeypatch.setattr("lifelong.methods.importance.GROUPED_MIN_CHANNELS", 1)
+    calls = []
+    monkeypatch.setattr("lifelong.methods.importance._grouped_weight_gradients",
+                        lambda *args, real=_grouped_weight_gradients: calls.append(1) or real(*args))
     torch.manual_seed(1)
     net = network(TinyConv(**config))
     names = parameter_names(net)
@@ -92,6 +100,7 @@ def test_conv_closed_form_equals_vmap_and_a_loop(config, transform):
     assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
     assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))
     assert closed.abs().sum() > 0
+    assert bool(calls) == grouped  # the path under test is the one that ran
 
 
 def test_chunks_of_samples_do_not_change_the_closed_form(monkeypatch):

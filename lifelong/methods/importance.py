@@ -19,6 +19,8 @@ from lifelong.models.heads import Network
 
 PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
 CLOSED_FORM_BYTES = 32 * 2**20  # the same for one layer in closed form (small chunks stay in cache: faster)
+GROUPED_MIN_POSITIONS = 256  # output positions from which a grouped weight gradient beats unfold + bmm (CPU)
+GROUPED_MIN_CHANNELS = 8  # ... and input channels per group (below, unfold's copies are small)
 
 
 def parameter_names(model: torch.nn.Module) -> list[str]:
@@ -41,6 +43,12 @@ def unflatten(model: torch.nn.Module, names: list[str], vector: torch.Tensor) ->
         out[n] = vector[start : start + size].view_as(params[n])
         start += size
     return out
+
+
+def importance_tensors(model: torch.nn.Module, names: list[str], vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A flat per-parameter importance as ``importance/<parameter name>`` tensors in bfloat16 (float32's range,
+    three significant digits: half the disk of the run's diagnostics files, enough for their histograms)."""
+    return {f"importance/{n}": t.detach().to(torch.bfloat16) for n, t in unflatten(model, names, vector).items()}
 
 
 def relayout(model: torch.nn.Module, vector: torch.Tensor, old: list[str], new: list[str]) -> torch.Tensor:
@@ -135,6 +143,10 @@ class QuadraticPenalty:
                            *(list(unflatten(model, self.names, v).values())
                              for v in (self.weight, self.center, self.linear)))
         return self._views
+
+    def importance(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """A = Σ_k c_k Ω_k per parameter (what the penalty protects), for the run's diagnostics files."""
+        return {} if self.weight is None else importance_tensors(model, self.names, self.weight)
 
     def state_dict(self) -> dict:
         return {"names": self.names, "weight": self.weight, "center": self.center, "linear": self.linear,
@@ -319,17 +331,32 @@ def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
     if type(module) is torch.nn.Linear:  # positions (any dims between samples and features) are summed
         a, delta = a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
         return {"weight": torch.einsum("nto,nti->noi", delta, a), "bias": delta.sum(1)}
-    if type(module) is torch.nn.Conv2d:  # the unfolded input against the output gradient, group by group
-        cols = _unfolded(module, a)  # (n, C_in·kh·kw, L)
-        groups, positions = module.groups, cols.shape[-1]
-        cols = cols.view(n, groups, -1, positions)
+    if type(module) is torch.nn.Conv2d:
+        groups, positions = module.groups, delta[0, 0].numel()
         d = delta.reshape(n, groups, -1, positions)
-        weight = torch.einsum("ngol,ngkl->ngok", d, cols).reshape(n, *module.weight.shape)
+        if a.device.type == "cpu" and positions >= GROUPED_MIN_POSITIONS and module.weight.shape[1] >= GROUPED_MIN_CHANNELS:
+            weight = _grouped_weight_gradients(module, a, delta)
+        else:  # the unfolded input against the output gradient, group by group
+            cols = _unfolded(module, a).view(n, groups, -1, positions)  # (n, groups, C_in/groups·kh·kw, L)
+            weight = torch.einsum("ngol,ngkl->ngok", d, cols).reshape(n, *module.weight.shape)
         return {"weight": weight} if module.bias is None else {"weight": weight, "bias": d.sum(-1).view(n, -1)}
     # BatchNorm with running statistics: y = γ x̂ + β with x̂ = (x − μ) / σ per channel
     a, delta = a.reshape(n, a.shape[1], -1), delta.reshape(n, a.shape[1], -1)
     centred = torch.einsum("ncl,ncl->nc", delta, a - module.running_mean[:, None])
     return {"weight": centred * torch.rsqrt(module.running_var + module.eps), "bias": delta.sum(-1)}
+
+
+def _grouped_weight_gradients(conv: torch.nn.Conv2d, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients as one weight gradient of a convolution whose groups are the samples: the
+    batch folded into the channels, (1, n·C_in, H, W) against (1, n·C_out, H', W'); no unfolded copy."""
+    n = a.shape[0]
+    out_channels, in_per_group, kh, kw = conv.weight.shape
+    shape_only = conv.weight.new_zeros(()).expand(n * out_channels, in_per_group, kh, kw)  # values never read
+    padding = (0, 0) if conv.padding == "valid" else conv.padding
+    _, weight, _ = torch.ops.aten.convolution_backward(
+        delta.reshape(1, -1, *delta.shape[2:]), a.reshape(1, -1, *a.shape[2:]), shape_only, None, conv.stride,
+        padding, conv.dilation, False, (0, 0), conv.groups * n, (False, True, False))
+    return weight.view(n, out_channels, in_per_group, kh, kw)
 
 
 def _unfolded(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
