@@ -323,7 +323,8 @@ class Learner:
                 "input_shape": list(self.input_shape), "backbone": self.backbone, "method": self.method.state_dict(),
                 "task": None if self.task is None else self.task.id, "tasks_done": self.tasks_done,
                 "epoch": self.epoch, "collected": [list(pair) for pair in self.collected],
-                "rng": torch.get_rng_state()}
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def save(self, path: str | Path) -> None:
         """Everything needed to go on learning, in one file written atomically (tensors and plain data only)."""
@@ -365,6 +366,8 @@ class Learner:
             self.task = self._task(state["task"])
             self.mixed = self.method.training_views(self.task, self.views)[1:]
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # --- helpers ---
     def _task(self, task_id: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Task:
