@@ -7,6 +7,7 @@ checkpoint. Run directories must be on storage every node sees (docs/compare.md)
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from lifelong.errors import UserError
@@ -66,6 +67,8 @@ class RayCluster(Executor):
 def _connect(ray: Any, address: str | None) -> None:
     """Join the cluster at ``address`` (``auto``: the one this machine runs), or start a local instance."""
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True}
+    if address not in (None, "auto"):
+        _check_reachable(address)  # Ray itself waits minutes for an address that does not answer
     try:
         if address is None:
             ray.init(num_cpus=cpu_count(), include_dashboard=False, **quiet)
@@ -75,3 +78,14 @@ def _connect(ray: Any, address: str | None) -> None:
         where = "a local Ray instance" if address is None else f"the Ray cluster at '{address}'"
         raise UserError(f"cannot start or reach {where}: {str(err).splitlines()[0][:200] if str(err) else err}; "
                         "check --address (HOST:PORT of the head node, or auto with `ray start` run here)") from None
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address expects HOST:PORT of the Ray head node (or auto), got '{address[:100]}'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        raise UserError(f"cannot reach the Ray cluster at '{address}' ({err.strerror or err}); start it with "
+                        "`ray start --head` or check --address") from None
