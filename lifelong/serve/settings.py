@@ -18,11 +18,11 @@ class GuardSettings(Strict):
     """The canary set held out of training and the accuracy a candidate version may lose on it."""
 
     enabled: bool = Field(True, description="evaluate each candidate version before publishing it")
-    canary_every: int = Field(10, ge=2, le=10_000, description="every Nth accepted sample of a class joins its "
+    canary_every: int = Field(10, ge=2, le=10_000, description="every Nth accepted sample of a class (the Nth, 2Nth...) joins its "
                               "canary set (never trained on)")
     canary_per_class: int = Field(50, ge=1, le=100_000, description="canary samples kept per class at most")
     min_canary: int = Field(3, ge=1, description="a class is judged once it has this many canary samples")
-    max_drop: float = Field(0.05, ge=0.0, le=1.0, description="largest fall of canary accuracy on the classes the "
+    max_drop: float = Field(0.1, ge=0.0, le=1.0, description="largest fall of canary accuracy on the classes the "
                             "served version knows (mean over classes) a candidate may show")
 
 
@@ -32,6 +32,8 @@ class ServeSettings(Strict):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 exposes it to the network)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port, printed at start)")
     publish_every: int = Field(200, ge=1, description="samples learnt between candidate versions")
+    publish_idle_s: float = Field(5.0, ge=0.0, description="also offer a candidate when the queue has been empty "
+                                  "this long since the last sample learnt (0: only every publish_every samples)")
     batch_size: int | None = Field(None, ge=1, le=65_536, description="samples per training step (none: the run's "
                                    "train.batch_size)")
     steps_per_batch: int = Field(1, ge=1, le=1000, description="optimizer steps on each mini-batch")
