@@ -1,4 +1,4 @@
-"""The `lifelong` command: run, resume, compare, report, list, download, serve.
+"""The `lifelong` command: run, resume, compare, sweep, report, list, download, serve.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the problem and the fix), 1 internal error.
 """
@@ -109,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
                                                            "their paths, one per line (for SLURM arrays)")
     where.add_argument("--collect", action="store_true", help="train nothing: build the summary from the run "
                                                               "directories alone")
+
+    sweep = sub.add_parser(
+        "sweep", help="search hyperparameters (grid or random) and choose on validation accuracy",
+        description="Run every trial × seed of a sweep file (finished runs are reused), choose the trial with the "
+                    "best validation accuracy over every task seen (never test data), and write trials.md/csv and "
+                    "best.yml, a runnable config of the chosen trial (docs/sweeps.md).")
+    sweep.add_argument("--config", metavar="SWEEP.yml", required=True, help="the sweep file: base, params, search")
+    sweep.add_argument("--data-dir", help="folder holding the datasets")
+    sweep.add_argument("--out", help="parent folder of the run directories (default: the base's out, else runs)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    sweep.add_argument("--best-out", metavar="FILE", help="also write the chosen config to FILE "
+                                                          "(e.g. configs/best/split-mnist-task-ewc.yml)")
+    sweep.add_argument("--jobs", metavar="N", help="N runs at a time in their own processes")
+    sweep.add_argument("--executor", help="serial, processes or ray (as for compare)")
+    sweep.add_argument("--address", help="with --executor ray: the cluster's HOST:PORT, or auto")
+    sweep.add_argument("--retries", metavar="N", help="times a run whose worker died is started again (default 2)")
 
     report = sub.add_parser(
         "report", help="write an HTML report with figures from run directories",
@@ -319,6 +335,46 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
                         f"their errors are listed above and in {out_dir / 'summary.md'}")
 
 
+def _sweep(console: Console, args: argparse.Namespace) -> None:
+    from rich.progress import Progress
+
+    from lifelong import compare, sweep
+    from lifelong.config import merge, parse_set, read_yaml
+    from lifelong.executors import make_executor
+
+    raw = read_yaml(args.config)
+    if isinstance(raw.get("base"), str):  # a path to a run config, relative to the sweep file
+        raw["base"] = read_yaml(Path(args.config).parent / raw["base"])
+    base = raw.setdefault("base", {})
+    if not isinstance(base, dict):
+        raise UserError(f"the sweep's base must be a config mapping or a config file path, got {str(base)[:60]}")
+    for flag, key in (("data_dir", "data.data_dir"), ("out", "out")):
+        if getattr(args, flag) is not None:
+            merge(base, key.split("."), getattr(args, flag))
+    for assignment in args.set:
+        merge(base, *parse_set(assignment))
+    spec = sweep.sweep_from_dict(raw)
+    executor = make_executor(args.executor, _count(args.jobs, "--jobs", 1, 1), args.address,
+                             _count(args.retries, "--retries", 2, 0))
+    with Progress(console=console) as bar:
+        task = bar.add_task("trials", total=len(compare.plan(sweep.experiment(spec))))
+        rows, best = sweep.run_sweep(spec, executor, progress=lambda i, n, what: bar.update(
+            task, completed=i, description=f"runs ({what})"))
+    folder = sweep.write_outputs(spec, rows, best, Path(args.best_out) if args.best_out else None)
+    table = Table(title=f"sweep {spec.name}: {len(rows)} trials, best first (chosen on validation ACC)")
+    for column in ("trial", "runs", "val ACC", "test ACC", "train s", "error"):
+        table.add_column(column, justify="left" if column in ("trial", "error") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(escape(row["trial"]), str(row["runs"]), compare.fmt(row["val_acc"], 3),
+                      compare.fmt(row["acc"], 3), compare.fmt(row["train_seconds"], 1), escape((row["error"] or "")[:80]))
+    console.print(table)
+    if best is None:
+        raise UserError(f"every trial failed; their errors are in {folder / 'trials.md'}")
+    console.print(f"Chosen: {escape(best['trial'])} (val ACC {best['val_acc'][0]:.4f}); its config: "
+                  f"{folder / 'best.yml'}{f' and {args.best_out}' if args.best_out else ''}; all trials: "
+                  f"{folder / 'trials.md'}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -355,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_results(console, run_dir, results)
         elif args.command == "compare":
             _compare(console, args)
+        elif args.command == "sweep":
+            _sweep(console, args)
         elif args.command == "report":
             _report(console, args)
         elif args.command == "list":

@@ -19,7 +19,7 @@ LAYERS = [
     ["lifelong.learner"],
     ["lifelong.loop"],
     ["lifelong.executors"],
-    ["lifelong.compare", "lifelong.serve"],
+    ["lifelong.compare", "lifelong.serve", "lifelong.sweep"],
     ["lifelong.report_data", "lifelong.figures", "lifelong.report"],
     ["lifelong.cli", "lifelong"],
 ]

@@ -1,0 +1,85 @@
+"""lifelong sweep: grid and random trials, chosen on validation accuracy over every task seen, never on test data."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lifelong import store, sweep
+from lifelong.cli import main
+from lifelong.errors import UserError
+
+
+def spec(tiny, **extra):
+    return sweep.sweep_from_dict({"name": "t", "base": tiny(method="ewc", train={"epochs": 1}),
+                                  "params": {"ewc.lam": [1, 100000]}, **extra})
+
+
+def test_grid_is_the_product_and_random_draws_are_reproducible(tiny):
+    grid = spec(tiny, params={"ewc.lam": [1, 10], "train.lr": [0.1, 0.01, 0.001]})
+    assert len(sweep.trials(grid)) == 6 and sweep.trials(grid)[1] == {"ewc.lam": 1, "train.lr": 0.01}
+    rnd = spec(tiny, search="random", trials=5, params={"train.lr": {"log_uniform": [1e-4, 1e-2]},
+                                                        "ewc.lam": {"choice": [1, 10]}})
+    drawn = sweep.trials(rnd)
+    assert drawn == sweep.trials(rnd) and all(1e-4 <= t["train.lr"] <= 1e-2 for t in drawn)
+    assert drawn != sweep.trials(rnd.model_copy(update={"sample_seed": 1}))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"params": {"train.lr": {"uniform": [0.1, 0.2]}}}, "a grid search needs a list"),
+    ({"search": "random", "params": {"train.lr": [0.1]}}, "needs `trials`"),
+    ({"search": "random", "trials": 2, "params": {"train.lr": {"log_uniform": [0, 1]}}}, "low > 0"),
+    ({"params": {"train.lr": {"normal": [0, 1]}}}, "must be a list of values or one of"),
+    ({"params": {"train.lr": []}}, "lists no values"),
+    ({"search": "bayes"}, "invalid sweep key 'search'"),
+])
+def test_bad_sweep_files_are_user_errors(tiny, extra, message):
+    with pytest.raises(UserError, match=message):
+        spec(tiny, **extra)
+
+
+def test_a_sweep_without_validation_data_is_refused(tiny):
+    with pytest.raises(UserError, match="set data.validation above 0"):
+        sweep.sweep_from_dict({"base": tiny(data={"validation": 0.0}), "params": {"train.lr": [0.1]}})
+
+
+def test_trials_are_ranked_on_validation_accuracy_not_test():
+    def entry(variant, val, test):
+        return {"variant": variant, "run_dir": "x", "error": None, "val_acc": val,
+                "results": {"acc": test, "bwt": 0.0, "train_seconds": 1.0}}
+
+    tried = [{"k": 1}, {"k": 2}, {"k": 3}]
+    entries = [entry("k=1", 0.5, 0.9), entry("k=2", 0.8, 0.1),
+               {"variant": "k=3", "run_dir": "x", "error": "diverged", "results": None}]
+    rows = sweep.trial_table(entries, tried)
+    assert [r["trial"] for r in rows] == ["k=2", "k=1", "k=3"] and rows[2]["error"] == "diverged"
+
+
+def test_the_loops_validation_matrix_is_used_when_results_hold_one():
+    results = {"val_acc_matrix": [[0.9, 0.0], [0.6, 0.8]], "acc_matrix": [[0.1, 0.0], [0.1, 0.1]]}
+    assert sweep.final_validation_accuracy(Path("nowhere"), results) == pytest.approx(0.7)
+
+
+def test_cli_sweep_chooses_writes_tables_and_a_config_that_reproduces_the_trial(tiny, tmp_path, capsys):
+    raw = {"name": "lam", "base": tiny(method="ewc", train={"epochs": 1}),
+           "params": {"ewc.lam": [1, 1.0e12]}}  # λ 1e12 wrecks every task after the first
+    path = tmp_path / "sweep.yml"
+    path.write_text(yaml.safe_dump(raw))
+    best_out = tmp_path / "best" / "ewc.yml"
+    assert main(["sweep", "--config", str(path), "--best-out", str(best_out)]) == 0
+    assert "Chosen: ewc.lam=1 " in capsys.readouterr().out
+    folder = next((tmp_path / "runs").glob("sweep-lam-*"))
+    rows = json.loads((folder / "trials.json").read_text())
+    assert [r["params"]["ewc.lam"] for r in rows] == [1, 1.0e12] and rows[0]["val_acc"][0] > rows[1]["val_acc"][0]
+    run_dir = Path(rows[0]["run_dirs"][0])
+    by_hand = sweep._evaluate_validation(run_dir)
+    assert rows[0]["val_acc"][0] == pytest.approx(sum(by_hand) / len(by_hand))
+    assert (folder / "trials.md").read_text().startswith("| rank | ewc.lam |")
+    text = best_out.read_text()
+    assert text == (folder / "best.yml").read_text() and text.startswith("# Chosen by `lifelong sweep`")
+    loaded = yaml.safe_load(text)
+    assert "out" not in loaded and "data_dir" not in loaded["data"] and loaded["ewc"] == {"lam": 1}
+    mtime = (run_dir / store.RESULTS_FILE).stat().st_mtime_ns
+    assert main(["run", "--config", str(best_out), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert (run_dir / store.RESULTS_FILE).stat().st_mtime_ns == mtime  # the same run: found, not retrained
