@@ -1,4 +1,4 @@
-"""The `lifelong` command: run, resume, compare, sweep, report, list, download, serve.
+"""The `lifelong` command: run, resume, compare, sweep, report, inspect, list, download, serve.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the problem and the fix), 1 internal error.
 """
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     origin.add_argument("--meta-learn", help="True or False: gs-mask's meta-iteration (False = the ablation)")
     origin.add_argument("--task-reg", help="gs_mask: method gs-mask")
     origin.add_argument("--num-iterations", help="outer steps of each gs-mask meta-iteration phase")
+    run.add_argument("--probe", action="store_true", help="after each task, the linear-probe accuracy of the frozen "
+                                                          "features on every task (train.probe; docs/inspect.md)")
     run.add_argument("--force", action="store_true", help="start over even if this config already has a run")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -134,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="run directories, compare folders, or folders holding run directories (e.g. runs)")
     report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
 
+    inspect = sub.add_parser(
+        "inspect", help="what a run's model protects and has left: importance, ownership, masks, memory, probe",
+        description="Tables and figures of a finished run's diagnostics (saved after each task, no retraining): "
+                    "importance per layer, gs-mask filter ownership, MARK mask and SLNI activation sparsity, the "
+                    "replay memory's classes, the linear probe (docs/inspect.md).")
+    inspect.add_argument("run_dir", metavar="RUN_DIR")
+    inspect.add_argument("--out", metavar="DIR", help="folder for the figures (PNG, SVG); default RUN_DIR/inspect")
+
     listing = sub.add_parser("list", help="list methods, benchmarks, models, datasets, scenarios and loggers",
                              description="List what can be named in a config, with one-line descriptions.")
     listing.add_argument("what", nargs="?", choices=["methods", "benchmarks", "models", "datasets", "scenarios",
@@ -168,6 +178,8 @@ def _run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             merge(raw, key.split("."), getattr(args, flag))
     if args.download:
         merge(raw, ["data", "download"], True)
+    if args.probe:
+        merge(raw, ["train", "probe"], True)
     return raw, list(args.set)
 
 
@@ -273,6 +285,33 @@ def _report(console: Console, args: argparse.Namespace) -> None:
     console.print(f"Report written to {args.out}; figures (PNG, SVG) and summary.md/csv in {folder}")
 
 
+def _track_report(run_dir: Path, cfg: Any) -> None:
+    """With logger mlflow, the run's report goes to its MLflow run too (docs/tracking.md)."""
+    if "mlflow" in cfg.logger:
+        from lifelong.tracking import log_report
+
+        log_report(run_dir, cfg)
+
+
+def _inspect(console: Console, args: argparse.Namespace) -> None:
+    from lifelong import inside
+
+    found = inside.read(args.run_dir)
+    for title, header, rows in inside.tables(found):
+        table = Table(title=escape(title), title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(escape(name), justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*map(escape, row))
+        console.print(table)
+    if found.empty:
+        console.print(f"{found.results['method']} saved no diagnostics and the run has no probe (train.probe); "
+                      "docs/inspect.md lists what each method saves")
+        return
+    folder = Path(args.out) if args.out else found.run_dir / "inspect"
+    console.print(f"{len(inside.write_figures(found, folder))} figures (PNG, SVG) written to {folder}")
+
+
 def _count(text: str | None, flag: str, default: int, least: int) -> int:
     if text is None:
         return default
@@ -321,6 +360,10 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
     sweep = compare.order_sweep_table(entries, exp.order_sweep.task) if exp.order_sweep else None
     compare.write_tables(out_dir, rows, sweep, failed)
     compare.write_manifest(out_dir, entries, exp.order_sweep.task if exp.order_sweep else None)
+    if "mlflow" in base.logger:  # one parent MLflow run, the runs its children (docs/tracking.md)
+        from lifelong.tracking import log_compare
+
+        console.print(f"MLflow parent run {log_compare(out_dir, entries, base)}")
     _print_summary(console, f"{base.data.benchmark}: mean ± std over seeds {exp.seeds}", rows)
     if sweep:
         for row in sweep:
@@ -360,7 +403,7 @@ def _sweep(console: Console, args: argparse.Namespace) -> None:
         task = bar.add_task("trials", total=len(compare.plan(sweep.experiment(spec))))
         rows, best = sweep.run_sweep(spec, executor, progress=lambda i, n, what: bar.update(
             task, completed=i, description=f"runs ({what})"))
-    folder = sweep.write_outputs(spec, rows, best, Path(args.best_out) if args.best_out else None)
+    folder = sweep.write_outputs(spec, rows, best, Path(args.best_out) if args.best_out else None, args.config)
     table = Table(title=f"sweep {spec.name}: {len(rows)} trials, best first (chosen on validation ACC)")
     for column in ("trial", "runs", "val ACC", "test ACC", "train s", "error"):
         table.add_column(column, justify="left" if column in ("trial", "error") else "right", overflow="fold")
@@ -402,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"Running {cfg.method} on {cfg.data.benchmark} (seed {cfg.seed}) in {run_dir}")
             run_dir, results = run(cfg, progress=not args.quiet, force=args.force)
             _print_results(console, run_dir, results)
+            _track_report(run_dir, cfg)
         elif args.command == "resume":
             from lifelong.loop import resume
 
@@ -409,12 +453,17 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"Resuming {run_dir}")
             results = resume(run_dir, progress=not args.quiet)
             _print_results(console, run_dir, results)
+            from lifelong.store import read_config
+
+            _track_report(run_dir, read_config(run_dir))
         elif args.command == "compare":
             _compare(console, args)
         elif args.command == "sweep":
             _sweep(console, args)
         elif args.command == "report":
             _report(console, args)
+        elif args.command == "inspect":
+            _inspect(console, args)
         elif args.command == "list":
             _list(console, args.what)
         elif args.command == "serve":

@@ -20,6 +20,7 @@ from lifelong.data.benchmarks import BENCHMARKS, default_scenario, task_count
 from lifelong.data.own import source_sha256
 from lifelong.errors import UserError
 from lifelong.loggers import LOGGERS
+from lifelong.loggers.mlflow import MlflowSettings
 from lifelong.methods import METHODS, method_class, param_sections
 from lifelong.models import MODELS
 
@@ -149,6 +150,8 @@ class TrainConfig(Strict):
                                 "default); not part of the run's identity")
     eval_every: Int | None = Field(None, gt=0, description="training samples between anytime evaluations (accuracy "
                                    "on every task seen so far); none = only after each task")
+    probe: bool = Field(False, description="after each task, the linear-probe accuracy of the frozen features on "
+                        "every task (docs/inspect.md); trains nothing of the method")
 
 
 class Config(Strict):
@@ -161,6 +164,8 @@ class Config(Strict):
     checkpoint: Literal["epoch", "task"] = Field("epoch", description="how often a resumable checkpoint is written")
     logger: list[str] = Field(default_factory=list, description="loggers that also receive the run's records, "
                               "e.g. [tensorboard]; a name or a comma-separated string works too (none = [])")
+    mlflow: MlflowSettings | None = Field(None, description="where logger mlflow sends the run (docs/tracking.md); "
+                                          "not part of the run's identity")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -221,6 +226,8 @@ class Config(Strict):
         """Plain nested dict, method sections at top level (the form written to config.yaml)."""
         d = self.model_dump(mode="json")
         d.update(d.pop("params"))
+        if d["mlflow"] is None:  # configs that do not use it look as before it existed
+            del d["mlflow"]
         return d
 
     def fingerprint(self) -> str:
@@ -232,6 +239,7 @@ class Config(Strict):
         d = self.to_dict()
         d.pop("out")
         d.pop("logger")
+        d.pop("mlflow", None)
         d["train"].pop("threads")
         for section, key, default in KEYS_ADDED_LATER:
             if d[section].get(key) == default:
@@ -304,7 +312,7 @@ def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
                                                 ("data", "normalize", True), ("train", "reset_optimizer", True),
                                                 ("train", "online", False), ("train", "boundaries", "given"),
-                                                ("train", "eval_every", None)]
+                                                ("train", "eval_every", None), ("train", "probe", False)]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:

@@ -195,3 +195,139 @@ def order_sweep(labels: Sequence[str], points: Sequence[tuple[list[int], np.ndar
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+# --- inside the model (lifelong/inside.py: lifelong inspect and the report's "Inside the model") ---
+def _task_colour(i: int, n: int) -> tuple:
+    """Task ``i`` of ``n`` on cividis (dark to light: the order of the tasks reads without colour too)."""
+    return matplotlib.colormaps["cividis"](0.1 + 0.8 * i / max(1, n - 1))
+
+
+def importance_histograms(names: Sequence[str], edges: np.ndarray, counts: Sequence[Sequence[np.ndarray]],
+                          zeros: Sequence[Sequence[float]], tasks: Sequence[int]) -> Figure:
+    """One panel per layer: the share of its parameters per log10-importance bin, one line per task."""
+    rows, cols = _grid(len(names), 3)
+    fig = _figure(3.4 * cols, 2.6 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    centres = (edges[:-1] + edges[1:]) / 2
+    for ax, name, per_task, zero in zip(axes.flat, names, counts, zeros):
+        for i, (task, c) in enumerate(zip(tasks, per_task)):
+            ax.plot(centres, c, color=_task_colour(i, len(tasks)), linestyle=LINESTYLES[i % 4],
+                    label=f"after task {task} (zeros {100 * zero[i]:.0f}%)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("log10 importance")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("share of parameters")
+    return fig
+
+
+def importance_growth(layers: Sequence[str], means: Sequence[Sequence[float]], shares: Sequence[Sequence[float]],
+                      tasks: Sequence[int]) -> Figure:
+    """Left: each layer's mean importance after each task (log scale); right: its share above the threshold."""
+    fig = _figure(9.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    for k, (layer, mean, share) in enumerate(zip(layers, means, shares)):
+        left.plot(tasks, np.maximum(mean, 1e-30), label=layer, **_series(k))
+        right.plot(tasks, share, **_series(k))
+    left.set_yscale("log")
+    left.set_ylabel("mean importance")
+    right.set_ylabel("share above the threshold")
+    right.set_ylim(-0.02, 1.02)
+    for ax in (left, right):
+        ax.set_xlabel("after task")
+        ax.set_xticks(list(tasks))
+        ax.grid(alpha=0.3)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center",
+               ncols=_legend_columns(list(layers), fig.get_figwidth()))
+    return fig
+
+
+def filter_ownership(owned: Sequence[Sequence[int]], filters: int | None) -> Figure:
+    """One horizontal bar per conv layer: filters owned by each task (stacked, hatched per task), then free ones."""
+    layers, tasks = len(owned), max(len(row) for row in owned)
+    fig = _figure(7.0, 1.2 + 0.45 * layers)
+    ax = fig.subplots()
+    left = np.zeros(layers)
+    for t in range(tasks):
+        width = np.array([row[t] if t < len(row) else 0 for row in owned], dtype=float)
+        ax.barh(np.arange(layers), width, left=left, color=_task_colour(t, tasks), hatch=HATCHES[t % len(HATCHES)],
+                edgecolor="black", linewidth=0.5, label=f"task {t + 1}")
+        left += width
+    if filters:
+        ax.barh(np.arange(layers), filters - left, left=left, color="white", edgecolor="black", linewidth=0.5,
+                label="free")
+    ax.set_yticks(np.arange(layers), [f"conv {layer + 1}" for layer in range(layers)])
+    ax.invert_yaxis()
+    ax.set_xlabel("filters")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(tasks + 1, 8))
+    return fig
+
+
+def sparsity_matrix(matrix: np.ndarray, row_labels: Sequence[int], column_name: str, row_name: str) -> Figure:
+    """An annotated heatmap of shares (0..1): rows are tasks, columns blocks or layers."""
+    rows, cols = matrix.shape
+    fig = _figure(max(3.5, 0.6 * cols + 2.0), max(2.5, 0.4 * rows + 1.5))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(np.arange(cols), [str(c + 1) for c in range(cols)])
+    ax.set_yticks(np.arange(rows), [str(r) for r in row_labels])
+    ax.set_xlabel(column_name)
+    ax.set_ylabel(row_name)
+    if rows * cols <= 200:
+        for i in range(rows):
+            for j in range(cols):
+                ax.text(j, i, f"{100 * matrix[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if matrix[i, j] > 0.55 else "white")
+    fig.colorbar(image, ax=ax, label="share off")
+    return fig
+
+
+def memory_classes(labels: Sequence[str], table: np.ndarray, task_sizes: Sequence[int], tasks: Sequence[int]) -> Figure:
+    """Rows the memory holds per class after each task: stacked bars, classes of one task in one colour, each
+    class of a task in its own hatch."""
+    fig = _figure(max(5.0, 1.0 + 0.5 * len(tasks)), 3.8)
+    ax = fig.subplots()
+    bottom = np.zeros(table.shape[0])
+    owner = [t for t, size in enumerate(task_sizes) for _ in range(size)]
+    local = [i for size in task_sizes for i in range(size)]
+    for c, label in enumerate(labels):
+        ax.bar(np.arange(table.shape[0]), table[:, c], bottom=bottom, color=_task_colour(owner[c], len(task_sizes)),
+               hatch=HATCHES[local[c] % len(HATCHES)], edgecolor="black", linewidth=0.4,
+               label=label if len(labels) <= 20 else None)
+        bottom += table[:, c]
+    ax.set_xticks(np.arange(table.shape[0]), [str(t) for t in tasks])
+    ax.set_xlabel("after task")
+    ax.set_ylabel("rows in memory")
+    if len(labels) <= 20:
+        ax.legend(title="class", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def probe(acc: np.ndarray, probed: np.ndarray) -> Figure:
+    """One panel per task: the method's accuracy (solid) and the linear probe's (dashed) before training and after
+    each task; ``acc`` and ``probed`` are (T + 1) × T."""
+    T = acc.shape[1]
+    rows, cols = _grid(T, 5)
+    fig = _figure(2.9 * cols, 2.5 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    for ax in axes.flat[T:]:
+        ax.set_visible(False)
+    x = np.arange(T + 1)
+    for j, ax in enumerate(axes.flat[:T]):
+        ax.axvline(j + 1, color="0.6", linestyle=":", linewidth=1.2)
+        ax.plot(x, acc[:, j], label="method (head)", **_series(0))
+        ax.plot(x, probed[:, j], label="linear probe (features)", **{**_series(1), "linestyle": "--"})
+        ax.set_title(f"task {j + 1}")
+        ax.set_xticks(x, ["init"] + [str(t) for t in x[1:]])
+        ax.set_xlabel("after training task")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    return fig

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lifelong import metrics, store
+from lifelong import diagnostics, metrics, store
 from lifelong.config import Config, build_config, difference
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
@@ -28,6 +28,7 @@ from lifelong.learner import Learner, on_device, resolve_device
 from lifelong.lock import run_lock
 from lifelong.loggers import open_loggers
 from lifelong.methods.base import Method
+from lifelong.probe import probe_accuracy
 from lifelong.version import __version__
 
 
@@ -44,6 +45,8 @@ class LoopState:
     metrics_lines: int = 0
     samples: int = 0  # training rows seen so far, over every task (anytime evaluation counts them)
     anytime: list[dict[str, Any]] = field(default_factory=list)  # {"samples", "task", "acc": [tasks seen]}
+    probe_init: list[float] = field(default_factory=list)  # train.probe: linear-probe accuracy, untrained network
+    probe_rows: list[list[float]] = field(default_factory=list)  # train.probe: one row per task, like acc_rows
 
 
 def build_method(cfg: Config, benchmark: Benchmark, device: torch.device) -> Method:
@@ -157,6 +160,10 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     def evaluate_all() -> list[float]:
         return [evaluate(learner, v, cfg.train.eval_batch_size) for v in test_views]
 
+    def probe_all() -> list[float]:  # issue 21: the frozen features' linear-probe accuracy on every task
+        return [probe_accuracy(method, train, test, cfg.train.eval_batch_size)
+                for train, test in zip(train_views, test_views)]
+
     def evaluate_anytime(task: Task) -> None:
         """Accuracy on every task seen so far, mid-stream (train.eval_every)."""
         acc = [evaluate(learner, v, cfg.train.eval_batch_size) for v in test_views[: task.id + 1]]
@@ -226,9 +233,15 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         learner.finish_task(train_views[task.id], told=cfg.train.boundaries == "given" or last)
         state.train_seconds += time.perf_counter() - start
         check_weights(f"the end of task {task.id + 1}")
+        # issue 21: the method's diagnostics, before the checkpoint (a crash before it redoes the task's end)
+        diagnostics.save_task(run_dir, task.id, method.diagnostics(train_views[task.id]), method.name)
         row = evaluate_all()
         state.acc_rows.append(row)
-        log({"event": "task", "task": task.id, "acc": row, **method.task_log()})
+        record = {"event": "task", "task": task.id, "acc": row, **method.task_log()}
+        if cfg.train.probe:
+            state.probe_rows.append(probe_all())
+            record["probe"] = state.probe_rows[-1]
+        log(record)
         state.task, state.epoch = state.task + 1, 0
         checkpoint()
 
@@ -239,9 +252,13 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     try:
         if state is None:
             store.truncate_metrics(run_dir, 0)
+            diagnostics.clear(run_dir)  # issue 21: an earlier attempt's files
             state = LoopState()
             state.random_init = evaluate_all()
-            log({"event": "random_init", "acc": state.random_init})
+            record = {"event": "random_init", "acc": state.random_init}
+            if cfg.train.probe:
+                state.probe_init = record["probe"] = probe_all()
+            log(record)
         with _progress(progress) as bar:
             while state.task < len(tasks):
                 train_task(tasks[state.task], bar)
@@ -281,6 +298,8 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
     }
     if getattr(benchmark, "data_sha256", None):
         results["data_sha256"] = benchmark.data_sha256  # the user's files the run read
+    if cfg.train.probe:  # issue 21
+        results["probe_matrix"], results["probe_random_init"] = state.probe_rows, state.probe_init
     if cfg.train.eval_every:
         points = [p["acc"] for p in state.anytime]
         results["anytime"] = {"samples": [p["samples"] for p in state.anytime], "acc": points,

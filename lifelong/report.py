@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from lifelong import compare, store
+from lifelong import compare, inside, store
 from lifelong.report_data import Collection, Variant, collect, figure_specs, group, summary_rows
 from lifelong.version import __version__
 
@@ -29,17 +29,24 @@ def _table(header: list[str], rows: list[list[str]], css_class: str = "numbers")
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _figures(sections: list[tuple[str, str, bytes]]) -> str:
+    return "".join(
+        f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
+        f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}"><figcaption>{html.escape(caption)}'
+        "</figcaption></figure>" for title, caption, svg in sections)
+
+
 def to_html(found: Collection, variants: list[Variant], rows: list[dict[str, Any]],
-            sections: list[tuple[str, str, bytes]]) -> str:
+            sections: list[tuple[str, str, bytes]], inside: list[tuple[str, str, bytes]] = ()) -> str:
     """One HTML page with no external resources: styles inline, figures as base64 SVG data URIs."""
     first = found.runs[0].results
     columns = [c for c in compare.COLUMNS if any(row[c] is not None for row in rows)]
     table = _table([compare.HEADERS[c] for c in columns],
                    [[compare.fmt(row[c], digits=1 if c == "train_seconds" else 3) for c in columns] for row in rows])
-    figures = "".join(
-        f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
-        f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}"><figcaption>{html.escape(caption)}'
-        "</figcaption></figure>" for title, caption, svg in sections)
+    figures = _figures(sections)
+    if inside:  # issue 21: what the first run of each variant recorded about its model (docs/inspect.md)
+        figures += ("<h2>Inside the model</h2><p>From each variant's first run's diagnostics (saved after each task) "
+                    f"and linear probe; <code>lifelong inspect RUN_DIR</code> prints them as tables.</p>{_figures(inside)}")
     runs = _table(["variant", "seeds", "run directories"],
                   [[v.label, ", ".join(str(r.results["seed"]) for r in v.runs), "\n".join(str(r.path) for r in v.runs)]
                    for v in variants], css_class="runs")
@@ -67,11 +74,14 @@ def write_report(paths: list[str | Path], out: str | Path) -> tuple[Path, list[d
     rows = summary_rows(variants)
     folder = out.parent / f"{out.stem}_figures"
     compare.write_tables(folder, rows, None)
-    sections = []
-    for name, title, caption, draw, args in figure_specs(variants, sweeps):
-        png, svg = render(draw, *args)
-        store.atomic_write_bytes(folder / f"{name}.png", png)
-        store.atomic_write_bytes(folder / f"{name}.svg", svg)
-        sections.append((title, caption, svg))
-    store.atomic_write_bytes(out, to_html(found, variants, rows, sections).encode())
+    sections, inside_sections = [], []
+    inside_specs = [spec for i, v in enumerate(variants)  # issue 21: the "Inside the model" section
+                    for spec in inside.figure_specs(inside.read(v.runs[0].path), v.label, f"inside{i + 1}_")]
+    for specs, target in ((figure_specs(variants, sweeps), sections), (inside_specs, inside_sections)):
+        for name, title, caption, draw, args in specs:
+            png, svg = render(draw, *args)
+            store.atomic_write_bytes(folder / f"{name}.png", png)
+            store.atomic_write_bytes(folder / f"{name}.svg", svg)
+            target.append((title, caption, svg))
+    store.atomic_write_bytes(out, to_html(found, variants, rows, sections, inside_sections).encode())
     return folder, rows, found

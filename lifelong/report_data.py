@@ -20,7 +20,7 @@ from lifelong import compare, store
 from lifelong.errors import UserError
 from lifelong.metrics import mean_std_over_seeds
 
-NOT_SETTINGS = ("seed", "out", "logger")  # keys that do not make two runs different variants
+NOT_SETTINGS = ("seed", "out", "logger", "mlflow")  # keys that do not make two runs different variants
 
 
 @dataclass

@@ -15,12 +15,12 @@ LAYERS = [
     ["lifelong.models"],
     ["lifelong.methods"],
     ["lifelong.config"],
-    ["lifelong.store", "lifelong.presets", "lifelong.lock"],
-    ["lifelong.learner"],
+    ["lifelong.store", "lifelong.presets", "lifelong.lock", "lifelong.diagnostics"],
+    ["lifelong.learner", "lifelong.probe"],
     ["lifelong.loop"],
     ["lifelong.executors"],
     ["lifelong.compare", "lifelong.serve", "lifelong.sweep"],
-    ["lifelong.report_data", "lifelong.figures", "lifelong.report"],
+    ["lifelong.report_data", "lifelong.figures", "lifelong.report", "lifelong.inside", "lifelong.tracking"],
     ["lifelong.cli", "lifelong"],
 ]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from lifelong.errors import UserError
 from lifelong.loggers.base import Logger, Loggers
+from lifelong.loggers.mlflow import MlflowLogger
 from lifelong.loggers.tensorboard import TensorBoardLogger
 
-LOGGERS: dict[str, type[Logger]] = {m.name: m for m in (TensorBoardLogger,)}
+LOGGERS: dict[str, type[Logger]] = {m.name: m for m in (TensorBoardLogger, MlflowLogger)}
 
 
 def open_loggers(names: list[str]) -> Loggers:

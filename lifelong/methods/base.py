@@ -126,6 +126,11 @@ class Method:
         """Method-specific figures for results.json (e.g. chosen coefficients)."""
         return {}
 
+    def diagnostics(self, train: TaskView) -> dict[str, torch.Tensor]:
+        """Tensors the loop saves after each task (``lifelong inspect``, docs/inspect.md): by default the quadratic
+        penalty's importance per parameter; ``train`` is the task's training data. Uses no random numbers."""
+        return {} if self.penalty is None else self.penalty.importance(self.model)
+
     # --- state ---
     def device(self) -> torch.device:
         """Where the model's parameters, and so the method's state, live."""

@@ -54,6 +54,11 @@ class GDumb(Rehearsal):
         self.augmented = False  # whether the stream augments: the fit augments memory rows likewise
         self.log: dict[str, Any] = {}
 
+    def local_targets(self, rows: MemoryRows) -> torch.Tensor:
+        """The memory holds global targets in every scenario (offsets added outside class-IL)."""
+        starts = torch.tensor([0, *self.model.class_counts], device=rows.targets.device).cumsum(0)
+        return rows.targets - starts[rows.task_ids]
+
     def offsets(self, task_ids: torch.Tensor) -> torch.Tensor:
         """Per row, the classes of earlier tasks: outside class-IL the memory balances (task, label) pairs."""
         if self.model.scenario == "class":

@@ -19,7 +19,7 @@ from lifelong.data.scenarios import Task
 from lifelong.errors import UserError
 from lifelong.methods import base
 from lifelong.methods.ewc import FisherMode, fisher_diagonal
-from lifelong.methods.importance import QuadraticPenalty, flatten, parameter_names, unflatten
+from lifelong.methods.importance import QuadraticPenalty, flatten, importance_tensors, parameter_names, unflatten
 
 FISHER_FLOOR = 1e-8
 
@@ -117,6 +117,12 @@ class MeanIMM(base.Method):
     def report(self) -> dict[str, Any]:
         used = [self.alpha(k) for k in range(self.tasks_done)]
         return {"alpha": [a / sum(used) for a in used], "transfer": self.params.transfer}
+
+    def diagnostics(self, train: TaskView) -> dict[str, torch.Tensor]:
+        """IMM's precision P = Σ α_k F_k per merged parameter (imm-mode; mean-IMM's is one number: none)."""
+        if self.precision_sum is None or self.precision_sum.dim() == 0:
+            return {}
+        return importance_tensors(self.model, self.names, self.precision_sum)
 
     # --- helpers and state ---
     def _write(self, vector: torch.Tensor) -> None:

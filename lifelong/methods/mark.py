@@ -15,12 +15,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from lifelong.data.batches import Stream, TaskView
+from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.scenarios import Task
 from lifelong.errors import UserError
 from lifelong.methods import base
 from lifelong.methods.base import Method
 from lifelong.models.mark import MarkModel, TaskExtractor, load_pretrained, resnet18_extractor
+
+
+MASK_OFF = 0.01  # a mask value below this counts as a channel switched off (diagnostics)
 
 
 class Params(base.Params):
@@ -189,6 +192,26 @@ class MARK(Method):
     def report(self) -> dict[str, Any]:
         return {"parameters": sum(q.numel() for q in self.model.parameters()), "meta_accuracy": self.meta_accuracy,
                 "meta_diverged": self.meta_diverged}
+
+    def diagnostics(self, train: TaskView) -> dict[str, torch.Tensor]:
+        """``mark/mask_sparsity`` and ``mark/mask_mean``: per KB block, the share of M^t's mask values below
+        MASK_OFF and their mean, on the task's training data (M^t and F^t are frozen afterwards)."""
+        key = str(self.task_id)
+        if key not in self.model.mask_generators:
+            return {}
+        was_training, off, total, count = self.model.training, None, None, 0
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for x, _ in eval_batches(train, self.train_config.eval_batch_size):
+                    masks = self.model.masks(x, self.task_id)
+                    below = torch.stack([(m < MASK_OFF).float().mean(1).sum() for m in masks])
+                    sums = torch.stack([m.float().mean(1).sum() for m in masks])
+                    off, total = (below, sums) if off is None else (off + below, total + sums)
+                    count += x.shape[0]
+        finally:
+            self.model.train(was_training)
+        return {} if off is None else {"mark/mask_sparsity": off / count, "mark/mask_mean": total / count}
 
     # --- state ---
     def task_parameters(self) -> list[torch.Tensor]:

@@ -101,6 +101,20 @@ class Rehearsal(Method):
                 x[mine] = self.views[t].prepare(rows.raw.index_select(0, mine))
         return augment(x, self.memory.generator) if augmented else x
 
+    def local_targets(self, rows: MemoryRows) -> torch.Tensor:
+        """Each held row's class within its own task (targets are global in the class-incremental scenario)."""
+        if self.model.scenario != "class":
+            return rows.targets
+        starts = torch.tensor([0, *self.model.class_counts], device=rows.targets.device).cumsum(0)
+        return rows.targets - starts[rows.task_ids]
+
+    def diagnostics(self, train: TaskView) -> dict[str, torch.Tensor]:
+        """Plus ``memory/rows``: rows held per task and class of that task (int64, tasks × widest task)."""
+        held, counts = self.memory.rows(), self.model.class_counts
+        rows = torch.zeros(len(counts), max(counts), dtype=torch.int64, device=self.device())
+        rows.index_put_((held.task_ids, self.local_targets(held)), torch.ones_like(held.targets), accumulate=True)
+        return {**super().diagnostics(train), "memory/rows": rows}
+
     # --- state ---
     def extra_state(self) -> dict[str, Any]:
         return {**super().extra_state(), "memory": self.memory.state_dict()}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from lifelong.data.batches import TaskView
+from lifelong.data.batches import TaskView, eval_batches
 from lifelong.data.scenarios import Task
 from lifelong.errors import UserError
 from lifelong.methods import base, ewc, mas
@@ -211,6 +211,26 @@ class SelflessMixin:
         self.alpha_means.append([float(a.mean()) for a in alpha])
         self.overlaps.append([overlap(c) for c in gram])
         self.weights = None
+
+    def diagnostics(self, train: TaskView) -> dict[str, torch.Tensor]:
+        """Plus ``slni/activation_sparsity``: per hidden layer, the share of zero (post-ReLU) activations on the
+        task's training data in eval mode; ``slni/alpha/<layer>``: the summed neuron importance α."""
+        was_training, zeros, count = self.model.training, None, 0
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for x, _ in eval_batches(train, self.train_config.eval_batch_size):
+                    _, activations = self.model.backbone.forward_with_activations(x)
+                    off = torch.stack([(a <= 0).float().mean(1).sum() for a in activations])
+                    zeros, count = off if zeros is None else zeros + off, count + x.shape[0]
+        finally:
+            self.model.train(was_training)
+        out = super().diagnostics(train)
+        if zeros is not None:
+            out["slni/activation_sparsity"] = zeros / count
+        for layer, alpha in enumerate(self.alpha or []):
+            out[f"slni/alpha/{layer}"] = alpha.detach().clone()
+        return out
 
     def report(self) -> dict[str, Any]:
         return {**super().report(), "neuron_importance_mean": self.alpha_means, "activation_overlap": self.overlaps}
