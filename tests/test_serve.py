@@ -167,6 +167,8 @@ def test_images_arrays_and_shapes_give_the_same_answer(server, data):
         pngs.append(buffer.getvalue())
     encoded = [base64.b64encode(p).decode() for p in pngs]
     assert server.client.post("/predict", json={"images": encoded}).json()["classes"] == as_arrays["classes"]
+    packed = base64.b64encode(np.ascontiguousarray(rows).tobytes()).decode()
+    assert server.client.post("/predict", json={"raw": packed}).json()["classes"] == as_arrays["classes"]
     raw = server.client.post("/predict", content=pngs[0], headers={"Content-Type": "image/png"})
     assert raw.status_code == 200 and raw.json()["classes"] == as_arrays["classes"][:1]
     buffer = io.BytesIO()
@@ -208,7 +210,9 @@ def bad_requests(x):
         ("/predict", {"json": {"inputs": [[["a"] * 28] * 28]}}, 422, "must hold numbers"),
         ("/predict", {"json": {"inputs": [image, image[:5]]}}, 422, "equally shaped"),
         ("/predict", {"json": {"inputs": []}}, 422, "no samples"),
-        ("/predict", {"json": {"inputs": [image], "images": ["x"]}}, 422, "either"),
+        ("/predict", {"json": {"inputs": [image], "images": ["x"]}}, 422, "send one of"),
+        ("/predict", {"json": {"raw": base64.b64encode(b"1" * 785).decode()}}, 422, "whole number of rows of 784"),
+        ("/predict", {"json": {"raw": base64.b64encode(b"1" * 784 * 257).decode()}}, 413, "limit is 256"),
         ("/predict", {"json": {"input": [image]}}, 422, "Extra inputs"),
         ("/predict", {"json": {"inputs": [image], "task": 9}}, 422, "tasks 0..4"),
         ("/predict", {"json": {"inputs": [image], "task": -1}}, 422, "task"),

@@ -6,6 +6,7 @@ Every refusal is a JSON ``{"error": ...}`` with a 4xx code; an unexpected error 
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
@@ -40,7 +41,7 @@ class Rollback(BaseModel):
     relearn: StrictBool = False
 
 
-def make_app(service: Service, token: str) -> FastAPI:
+def make_app(service: Service, token: str) -> Counted:
     """The ASGI application around ``service``, guarded by ``token``."""
     settings = service.settings
     app = FastAPI(title="lifelong serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -53,15 +54,6 @@ def make_app(service: Service, token: str) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     open_or_token = [Depends(authorized)] if settings.protect_predict else []
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
-        telemetry.requests.labels(endpoint, str(response.status_code)).inc()
-        telemetry.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, err: BadInput) -> JSONResponse:
@@ -111,11 +103,11 @@ def make_app(service: Service, token: str) -> FastAPI:
         return service.predict(rows, task)
 
     @app.post("/predict", dependencies=open_or_token)
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> Response:
         data = await body(request)
-        if len(data) <= INLINE_BYTES:
-            return predict_now(request, data)
-        return await run_in_threadpool(predict_now, request, data)
+        reply = predict_now(request, data) if len(data) <= INLINE_BYTES else \
+            await run_in_threadpool(predict_now, request, data)
+        return Response(json.dumps(reply), media_type="application/json")  # no per-number encoder walk
 
     def learn_now(request: Request, data: bytes) -> dict[str, Any]:
         rows, labels, task = samples(request, data, labelled=True)
@@ -144,8 +136,32 @@ def make_app(service: Service, token: str) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "version": service.served.version, "learner": "stopped" if service.error else "ok"}
 
-    ENDPOINTS = {route.path for route in app.routes}
-    return app
+    return Counted(app, telemetry, {route.path for route in app.routes})
+
+
+class Counted:
+    """ASGI middleware counting requests by endpoint and status, and timing them (a pure ASGI wrapper: the
+    decorator-style middleware costs a task per request)."""
+
+    def __init__(self, app: FastAPI, telemetry: Telemetry, endpoints: set[str]):
+        self.app, self.telemetry, self.endpoints = app, telemetry, endpoints
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+            self.telemetry.requests.labels(endpoint, str(status[0])).inc()
+            self.telemetry.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -28,11 +28,13 @@ class BadInput(ValueError):
 
 
 class Inputs(BaseModel):
-    """A /predict body: ``inputs`` (nested arrays) or ``images`` (base64 PNG/JPEG), optional ``task``."""
+    """A /predict body: ``inputs`` (nested arrays), ``images`` (base64 PNG/JPEG) or ``raw`` (base64 of the rows'
+    bytes: uint8 pixels C×H×W, or little-endian float32 values), optional ``task``."""
 
     model_config = ConfigDict(extra="forbid")
     inputs: list[Any] | None = None
     images: list[str] | None = None
+    raw: str | None = None
     task: StrictInt | None = Field(None, ge=0)
 
 
@@ -104,6 +106,21 @@ class Shape:
         pixels = np.array(converted, dtype=np.uint8)  # a writable copy
         return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
 
+    def raw(self, encoded: str) -> np.ndarray:
+        """Base64 of N rows' bytes (uint8 pixels, or little-endian float32 values) → (N, *shape) rows."""
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput("raw is not base64 text") from None
+        size = int(np.prod(self.shape)) * self.dtype.itemsize
+        if len(data) % size:
+            raise BadInput(f"raw holds {len(data)} bytes, not a whole number of rows of {size} bytes "
+                           f"({'uint8' if self.pixels else 'float32'} {list(self.shape)})")
+        rows = np.frombuffer(data, self.dtype.newbyteorder("<")).reshape((-1, *self.shape)).astype(self.dtype)
+        if not self.pixels and not np.isfinite(rows).all():
+            raise BadInput("raw values must be finite numbers (no NaN or infinity)")
+        return rows
+
     def images(self, encoded: list[str]) -> np.ndarray:
         rows = []
         for i, text in enumerate(encoded):
@@ -131,14 +148,23 @@ def parse_json(body: bytes, model: type[Inputs]) -> Inputs:
 
 def rows_of(request: Inputs, shape: Shape, max_batch: int) -> np.ndarray:
     """The request's samples as raw rows, within the batch limit."""
-    if (request.inputs is None) == (request.images is None):
-        raise BadInput("send either 'inputs' (arrays) or 'images' (base64 PNG/JPEG)")
-    count = len(request.inputs if request.inputs is not None else request.images)
-    if count == 0:
+    given = [name for name in ("inputs", "images", "raw") if getattr(request, name) is not None]
+    if len(given) != 1:
+        raise BadInput("send one of 'inputs' (arrays), 'images' (base64 PNG/JPEG) or 'raw' (base64 row bytes)")
+    if request.raw is not None:
+        rows = shape.raw(request.raw)
+    else:
+        items = request.inputs if request.inputs is not None else request.images
+        if not items:
+            raise BadInput("the request holds no samples")
+        if len(items) > max_batch:
+            raise BadInput(f"{len(items)} samples in one request; the limit is {max_batch}", 413)
+        rows = shape.arrays(items) if request.inputs is not None else shape.images(items)
+    if len(rows) == 0:
         raise BadInput("the request holds no samples")
-    if count > max_batch:
-        raise BadInput(f"{count} samples in one request; the limit is {max_batch}", 413)
-    return shape.arrays(request.inputs) if request.inputs is not None else shape.images(request.images)
+    if len(rows) > max_batch:
+        raise BadInput(f"{len(rows)} samples in one request; the limit is {max_batch}", 413)
+    return rows
 
 
 def query_int(params: Any, name: str) -> int | None:

@@ -64,7 +64,9 @@ class Models:
         return out
 
     def scores(self, learner: Learner, rows: torch.Tensor, task: int | None) -> torch.Tensor:
-        """Class scores of raw rows; ``task`` None: the learner's latest task (shared heads)."""
+        """Class scores of raw rows by a learner in evaluation mode (a published one, never trained again);
+        ``task`` None: the learner's latest task (shared heads)."""
         reached = max(self.reached(learner), 0)
         x = self.prepare(rows, [reached if task is None else task] * len(rows))
-        return learner.predict(x, task if self.scenario == "task" else None)
+        with torch.inference_mode():
+            return learner.method.predict(x, task if self.scenario == "task" and task is not None else reached)
