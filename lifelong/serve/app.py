@@ -35,6 +35,13 @@ log = logging.getLogger("lifelong.serve")
 INLINE_BYTES = 64 * 1024  # /predict bodies up to this size are answered on the event loop (no thread hop)
 
 
+class Reply(JSONResponse):
+    """Compact JSON ending in a newline (so curl's output ends its line)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+
+
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: StrictInt | None = Field(None, ge=0)
@@ -44,7 +51,7 @@ class Rollback(BaseModel):
 def make_app(service: Service, token: str) -> Counted:
     """The ASGI application around ``service``, guarded by ``token``."""
     settings = service.settings
-    app = FastAPI(title="lifelong serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="lifelong serve", docs_url=None, redoc_url=None, openapi_url=None, default_response_class=Reply)
     telemetry = Telemetry(service)
     bearer = HTTPBearer(auto_error=False)
 
@@ -57,20 +64,20 @@ def make_app(service: Service, token: str) -> Counted:
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, err: BadInput) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, err.status)
+        return Reply({"error": str(err)}, err.status)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, err: UserError) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, 422)
+        return Reply({"error": str(err)}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": err.detail}, err.status_code, headers=err.headers)
+        return Reply({"error": err.detail}, err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception) -> JSONResponse:
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse({"error": "internal error; the server's log has the details"}, 500)
+        return Reply({"error": "internal error; the server's log has the details"}, 500)
 
     async def body(request: Request) -> bytes:
         """The request body, refused (413) beyond ``max_request_bytes`` whatever its declared length."""
@@ -107,7 +114,7 @@ def make_app(service: Service, token: str) -> Counted:
         data = await body(request)
         reply = predict_now(request, data) if len(data) <= INLINE_BYTES else \
             await run_in_threadpool(predict_now, request, data)
-        return Response(json.dumps(reply), media_type="application/json")  # no per-number encoder walk
+        return Reply(reply)  # returned as a response: no per-number encoder walk
 
     def learn_now(request: Request, data: bytes) -> dict[str, Any]:
         rows, labels, task = samples(request, data, labelled=True)
