@@ -224,7 +224,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def best_config(sweep: Sweep, best: dict[str, Any]) -> str:
+def best_config(sweep: Sweep, best: dict[str, Any], source: str | None = None) -> str:
     """The chosen trial as a runnable config file: the base with its settings, under a comment with the figures."""
     raw = json.loads(json.dumps(sweep.base))
     for key, value in best["params"].items():
@@ -234,21 +234,22 @@ def best_config(sweep: Sweep, best: dict[str, Any]) -> str:
     raw["seed"] = sweep.seeds[0]
     build_config(raw)
     val, acc = best["val_acc"], best["acc"]
-    header = (f"# Chosen by `lifelong sweep` ({sweep.name}, {sweep.search} search) on validation accuracy over every "
-              f"task seen:\n# {best['trial']}\n# val ACC {val[0]:.4f} ± {val[1]:.4f}, test ACC {acc[0]:.4f} ± "
+    where = f" --config {source}" if source else ""
+    header = (f"# Chosen by `lifelong sweep{where}` ({sweep.name}, {sweep.search} search) on validation accuracy "
+              f"over every task seen:\n# {best['trial']}\n# val ACC {val[0]:.4f} ± {val[1]:.4f}, test ACC {acc[0]:.4f} ± "
               f"{acc[1]:.4f} (test reported, never used to choose), seeds {sweep.seeds}\n")
     return header + yaml.safe_dump(raw, sort_keys=False)
 
 
 def write_outputs(sweep: Sweep, rows: list[dict[str, Any]], best: dict[str, Any] | None,
-                  extra_best: Path | None = None) -> Path:
+                  extra_best: Path | None = None, source: str | None = None) -> Path:
     """trials.md, trials.csv, trials.json and best.yml in the sweep's folder (best.yml also at ``extra_best``)."""
     out = folder(sweep)
     store.atomic_write_bytes(out / "trials.md", to_markdown(rows).encode())
     store.atomic_write_bytes(out / "trials.csv", to_csv(rows).encode())
     store.write_json(out / "trials.json", rows)
     if best is not None:
-        text = best_config(sweep, best).encode()
+        text = best_config(sweep, best, source).encode()
         store.atomic_write_bytes(out / "best.yml", text)
         if extra_best is not None:
             store.atomic_write_bytes(extra_best, text)

@@ -77,9 +77,26 @@ def test_cli_sweep_chooses_writes_tables_and_a_config_that_reproduces_the_trial(
     assert rows[0]["val_acc"][0] == pytest.approx(sum(by_hand) / len(by_hand))
     assert (folder / "trials.md").read_text().startswith("| rank | ewc.lam |")
     text = best_out.read_text()
-    assert text == (folder / "best.yml").read_text() and text.startswith("# Chosen by `lifelong sweep`")
+    assert text == (folder / "best.yml").read_text() and text.startswith(f"# Chosen by `lifelong sweep --config {path}`")
     loaded = yaml.safe_load(text)
     assert "out" not in loaded and "data_dir" not in loaded["data"] and loaded["ewc"] == {"lam": 1}
     mtime = (run_dir / store.RESULTS_FILE).stat().st_mtime_ns
     assert main(["run", "--config", str(best_out), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
     assert (run_dir / store.RESULTS_FILE).stat().st_mtime_ns == mtime  # the same run: found, not retrained
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    assert sweep.trials(sweep.sweep_from_dict(yaml.safe_load(path.read_text())))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "best").glob("*.yml")), ids=lambda p: p.name)
+def test_shipped_best_configs_build_and_name_their_sweep(path):
+    from lifelong.config import build_config
+
+    text = path.read_text()
+    assert text.startswith("# Chosen by `lifelong sweep --config configs/sweeps/")
+    build_config(yaml.safe_load(text))
