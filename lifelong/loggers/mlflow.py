@@ -52,8 +52,17 @@ def mlflow_client(settings: MlflowSettings) -> tuple[Any, str]:
         raise UserError("logger 'mlflow' needs the mlflow package: pip install 'lifelong[mlflow]' (or pip install "
                         "mlflow), or set logger: none") from None
     uri = settings.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    client = MlflowClient(tracking_uri=uri)
-    with tracking_errors(client):
+    if uri and uri.startswith("sqlite:///"):  # MLflow would retry a store it cannot open for minutes
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"MLflow store '{uri}': cannot write to the folder '{folder}'; set mlflow.uri to a "
+                            "SQLite file in a writable folder")
+    with tracking_errors(uri or "MLflow's default store"):
+        client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(settings.experiment)
         if experiment is not None:
             return client, experiment.experiment_id
@@ -67,8 +76,8 @@ def mlflow_client(settings: MlflowSettings) -> tuple[Any, str]:
 class tracking_errors:  # noqa: N801 - used as a context manager
     """MLflow's errors (store unreachable, bad URI, refused values) as one-line UserErrors."""
 
-    def __init__(self, client: Any = None):
-        self.where = getattr(client, "tracking_uri", "the tracking store")
+    def __init__(self, where: Any = "the tracking store"):
+        self.where = where if isinstance(where, str) else getattr(where, "tracking_uri", "the tracking store")
 
     def __enter__(self) -> None:
         return None
