@@ -45,7 +45,7 @@ def of_classes(x, y, classes, n=None):
 class Server:
     """The real service (FastAPI on uvicorn) in a thread of this process, on a free port of 127.0.0.1."""
 
-    def __init__(self, out, config, token=TOKEN, **settings):
+    def __init__(self, out, config, token=TOKEN, run_dir=None, **settings):
         import uvicorn
 
         from lifelong.serve.app import bind, make_app
@@ -53,7 +53,7 @@ class Server:
         from lifelong.serve.service import Service
         from lifelong.serve.settings import build_settings
 
-        directory, cfg = open_directory(None, config, str(out))
+        directory, cfg = open_directory(run_dir, config, str(out))
         self.service = Service(directory, cfg, build_settings({**FAST, **settings}))
         sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -264,6 +264,29 @@ def test_the_guard_refuses_a_version_that_forgets_and_says_why(tmp_path, data):
         assert server.client.post("/predict", json={"inputs": xt[:1].tolist()}).status_code == 401
         assert server.predict(xt[:1], headers=server.auth)["version"] == 1
         assert "lifelong_serve_candidates_refused_total 1.0" in server.client.get("/metrics").text
+    finally:
+        server.close()
+
+
+def test_a_finished_run_is_served_as_it_ended_and_keeps_learning(tmp_path, data):
+    import lifelong
+
+    x, y, xt, yt = data
+    config = quickstart_config(tmp_path / "runs", data={"benchmark": "quickstart", "scenario": "class",
+                                                        "validation": 0.0, "max_tasks": 2, "train_fraction": 0.3},
+                               train={"epochs": 1, "batch_size": 32}, memory={"size": 200})
+    run_dir, results = lifelong.run(config)
+    server = Server(tmp_path, None, run_dir=run_dir)
+    try:
+        status = server.status()
+        assert status["version"] == 0 and "final state of the run" in status["origin"] and status["task"] == 1
+        for task, classes in enumerate(([0, 1], [2, 3])):  # the run's own test accuracy, through HTTP
+            test_x, test_y = of_classes(xt, yt, classes)
+            assert accuracy(server.predict(test_x), test_y) == pytest.approx(results["acc_matrix"][-1][task])
+        server.learn(*of_classes(x, y, [0, 1, 2, 3], 200))
+        status = server.settled()
+        assert status["version"] >= 1 or status["last_refusal"] is not None
+        assert (run_dir / "serve" / "versions" / "v000000" / "model.safetensors").is_file()
     finally:
         server.close()
 

@@ -105,6 +105,15 @@ class Journal:
         return self._samples("SELECT pos, task, label, data FROM samples WHERE canary = 1 AND pos > ? ORDER BY pos",
                              (after,))
 
+    def task_rows(self, task: int, upto: int) -> tuple[np.ndarray, list[int]]:
+        """Rows and labels of task ``task``'s training samples up to position ``upto`` (what it consolidates on)."""
+        with self.read_lock:
+            found = self.reader.execute("SELECT data, label FROM samples WHERE task = ? AND canary = 0 AND pos <= ? "
+                                        "ORDER BY pos", (task, upto)).fetchall()
+        rows = np.stack([np.frombuffer(d, self.dtype).reshape(self.shape) for d, _ in found]) if found else \
+            np.zeros((0, *self.shape), self.dtype)
+        return rows, [y for _, y in found]
+
     def count(self, after: int = 0, upto: int | None = None, canary: bool | None = None) -> int:
         """Samples with ``after < pos <= upto`` (training ones, canaries, or both)."""
         query, args = "SELECT COUNT(*) FROM samples WHERE pos > ?", [after]

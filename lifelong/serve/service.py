@@ -27,6 +27,7 @@ from lifelong.serve.journal import Journal
 from lifelong.serve.labels import LabelSpace
 from lifelong.serve.model import Models
 from lifelong.serve.settings import ServeSettings
+from lifelong.serve.trainer import Trainer
 from lifelong.serve.versions import Versions
 
 
@@ -65,10 +66,10 @@ class Service:
             self._first_version()
         current = self.versions.current()
         self.served = self._load(current["version"])
-        self.trainer = self.models.load(self.versions.state(current["version"]))
+        self.trainer = Trainer(self.models.load(self.versions.state(current["version"])), self.models, self.journal)
         self.pos = int(current["resume_pos"])  # journal position of the last sample the trainer learnt
         self.known = set(self.served.info["known"])  # canary classes the trainer has learnt
-        self.space = LabelSpace(benchmark, Models.reached(self.trainer))
+        self.space = LabelSpace(benchmark, self.trainer.reached())
         self.guard = Guard(self.journal, settings.guard, self.space.key)
         self.lock = threading.Lock()  # the trainer's: steps, publishing, rollback
         self.accept_lock = threading.Lock()
@@ -139,7 +140,8 @@ class Service:
                 raise BadInput(f"version {number} does not exist; versions on disk: {published}", 404)
             served = self._load(number)
             skipped_from = self.pos
-            self.trainer = self.models.load(self.versions.state(number), f"version {number}")
+            self.trainer = Trainer(self.models.load(self.versions.state(number), f"version {number}"), self.models,
+                                   self.journal)
             resume = int(served.info["journal_pos"]) if relearn else self.pos
             self.versions.set_current(number, resume)
             self.pos, self.known, self.since = resume, set(served.info["known"]), 0
@@ -158,11 +160,11 @@ class Service:
             samples = {"accepted": j.count(), "canary": j.count(canary=True),
                        "learned": j.count(upto=pos, canary=False), "published": j.count(upto=published, canary=False),
                        "queued": j.count(after=pos, canary=False), "since_candidate": self.since}
-            report, task = dict(self.canary_report), Models.reached(self.trainer)
+            report, task = dict(self.canary_report), self.trainer.reached()
         return {
             "version": served.version, "versions": self.versions.published(), "origin": served.info.get("origin"),
             "samples": samples, "positions": {"journal": j.last(), "learned": pos, "published": published},
-            "task": task, "method": self.trainer.method.name, "scenario": self.space.scenario,
+            "task": task, "method": self.trainer.learner.method.name, "scenario": self.space.scenario,
             "canary_accuracy": report.get("accuracy", {}), "canary_counts": report.get("counts", {}),
             "last_verdict": report.get("verdict"), "last_refusal": self.last_refusal,
             "learner": "stopped: " + self.error if self.error else "learning" if self.thread else "not started",
@@ -219,14 +221,8 @@ class Service:
         if self.space.scenario == "task":  # one task per batch: each task has its own head
             samples = [s for s in samples[: next((i for i, s in enumerate(samples) if s.task != samples[0].task),
                                                  len(samples))]]
-        learner = self.trainer
-        target = max(s.task for s in samples)
-        while learner.task is None or learner.task.id < target:
-            learner.begin_task()
-        x = self.models.prepare(torch.from_numpy(np.stack([s.row for s in samples])), [s.task for s in samples])
-        y = torch.tensor([s.label for s in samples])
-        for _ in range(self.settings.steps_per_batch):
-            self.last_loss = learner.learn(x, y, task=learner.task.id)
+        self.trainer.advance(max(s.task for s in samples), self.pos)
+        self.last_loss = self.trainer.learn(samples, self.settings.steps_per_batch)
         self.pos = samples[-1].pos
         self.known |= {self.space.key(s.task, s.label) for s in samples}
         self.since += len(samples)
@@ -261,7 +257,7 @@ class Service:
             self.since = 0
 
     def _offer(self) -> None:
-        state = Models.dump(self.trainer)
+        state = Models.dump(self.trainer.learner)
         candidate = self.models.load(state, "the candidate")
         candidate.model.eval()
         if not finite_weights(candidate.model):
