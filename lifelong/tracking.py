@@ -10,7 +10,6 @@ from typing import Any
 
 from lifelong import compare, store
 from lifelong.config import Config
-from lifelong.loggers.base import Loggers
 from lifelong.loggers.mlflow import (COMPARE_TAG, PARENT_TAG, RUN_DIR_TAG, MlflowLogger, find_run, flatten,
                                      log_params, mlflow_client, settings_of, tracking_errors)
 from lifelong.report import write_report
@@ -36,14 +35,14 @@ def _attach_report(client: Any, run_id: str, paths: list[Path]) -> None:
         client.log_artifacts(run_id, str(Path(tmp) / "report_figures"), "report/figures")
 
 
-def child_run(client: Any, experiment: str, run_dir: Path) -> str:
-    """The MLflow run of ``run_dir``, made from its files when it has none (a run trained without the logger)."""
+def child_run(client: Any, experiment: str, run_dir: Path, settings: dict[str, Any]) -> str:
+    """The MLflow run of ``run_dir``, made from its files in the store of ``settings`` (the parent's) when it has
+    none (a run trained without the logger)."""
     found = find_run(client, experiment, RUN_DIR_TAG, run_dir)
     if found is not None:
         return found.info.run_id
-    cfg = store.read_config(run_dir)
     logger = MlflowLogger()
-    Loggers([logger]).start(run_dir, cfg.to_dict(), store.read_metrics(run_dir))
+    logger.start(run_dir, {**store.read_config(run_dir).to_dict(), "mlflow": settings}, store.read_metrics(run_dir))
     logger.finish(store.read_results(run_dir), store.run_files(run_dir))
     return logger.run_id
 
@@ -53,7 +52,8 @@ def log_compare(out_dir: Path, entries: list[dict[str, Any]], base: Config) -> s
     each variant's mean metrics, the summary tables and the report; every finished run becomes its child."""
     from mlflow.entities import Metric
 
-    client, experiment = mlflow_client(settings_of(base.to_dict()))
+    settings = settings_of(base.to_dict())
+    client, experiment = mlflow_client(settings)
     with tracking_errors(client):
         found = find_run(client, experiment, COMPARE_TAG, out_dir)
         if found is None:
@@ -65,7 +65,7 @@ def log_compare(out_dir: Path, entries: list[dict[str, Any]], base: Config) -> s
             client.update_run(parent, status="RUNNING")
         finished = [e for e in entries if e.get("results") is not None]
         for entry in finished:
-            child = child_run(client, experiment, Path(entry["run_dir"]))
+            child = child_run(client, experiment, Path(entry["run_dir"]), settings.model_dump())
             client.set_tag(child, PARENT_TAG, parent)
             client.set_tag(child, "lifelong.variant", entry["variant"])
         metrics = []

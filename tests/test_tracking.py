@@ -92,6 +92,14 @@ def test_compare_is_one_parent_run_with_a_child_per_run(tiny, tracking, tmp_path
 
     assert main(argv) == 0  # again: the same parent, the same children, nothing new
     assert len(runs_of(client)) == 3
+    naive = next(r for r in children if r.data.tags["lifelong.variant"] == "naive")
+    client.delete_run(naive.info.run_id)  # as if it had been trained without the logger
+    assert main(argv) == 0
+    runs = runs_of(client)
+    rebuilt = next(r for r in runs if r.data.tags.get("lifelong.variant") == "naive")
+    assert len(runs) == 3 and rebuilt.info.run_id != naive.info.run_id  # made again from its run directory
+    assert rebuilt.data.tags["mlflow.parentRunId"] == parent.info.run_id and rebuilt.info.status == "FINISHED"
+    assert rebuilt.data.metrics["acc"] == naive.data.metrics["acc"] and "results.json" in artifacts(client, rebuilt)
 
 
 def test_without_mlflow_the_logger_is_a_user_error(tiny, monkeypatch, capsys):
