@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,8 @@ def serve(run_dir: Path | None, run_config: dict[str, Any] | None, settings: Ser
         host, port = sock.getsockname()[:2]
         console.print(f"Serving {directory} (version {service.served.version}, {cfg.method}, "
                       f"{service.space.scenario}-incremental) on http://{host}:{port}; token {where}", soft_wrap=True)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
         service.start()
         previous = signal.signal(signal.SIGTERM, _stop)  # uvicorn re-raises the signal after its graceful exit
         try:
@@ -205,6 +208,7 @@ def serve(run_dir: Path | None, run_config: dict[str, Any] | None, settings: Ser
         finally:
             signal.signal(signal.SIGTERM, previous)
             service.stop()
+            sys.setswitchinterval(interval)
         console.print(f"Stopped; served version {service.served.version}, every accepted sample is in the journal "
                       f"(continue with `lifelong serve {directory}`)", soft_wrap=True)
 

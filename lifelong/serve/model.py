@@ -4,6 +4,7 @@ plain data only), and their raw inputs prepared the way the run's tasks prepare 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import torch
 
@@ -46,6 +47,12 @@ class Models:
         learner.restore(state)
         return learner
 
+    def copy(self, learner: Learner) -> Learner:
+        """A new learner with a copy of ``learner``'s state (no file and no unpickling in between)."""
+        copy = self.fresh()
+        copy.restore(_cloned(learner.state_dict()))
+        return copy
+
     @staticmethod
     def reached(learner: Learner) -> int:
         """The latest task the learner has begun (-1 before any)."""
@@ -70,3 +77,14 @@ class Models:
         x = self.prepare(rows, [reached if task is None else task] * len(rows))
         with torch.inference_mode():
             return learner.method.predict(x, task if self.scenario == "task" and task is not None else reached)
+
+
+def _cloned(state: Any) -> Any:
+    """``state`` (nested dicts, lists, tuples) with every tensor copied."""
+    if torch.is_tensor(state):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _cloned(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cloned(v) for v in state)
+    return state

@@ -257,8 +257,7 @@ class Service:
             self.since = 0
 
     def _offer(self) -> None:
-        state = Models.dump(self.trainer.learner)
-        candidate = self.models.load(state, "the candidate")
+        candidate = self.models.copy(self.trainer.learner)
         candidate.model.eval()
         if not finite_weights(candidate.model):
             raise UserError("training diverged (the weights are not finite); the served version stays")
@@ -274,6 +273,7 @@ class Service:
                                  "reason": verdict.reason}
             self._report_canaries(verdict)
             return
+        state = Models.dump(candidate)
         number = max(self.versions.published()) + 1
         info = {"parent": served.version, "journal_pos": self.pos, "known": sorted(self.known),
                 "created": time.time(), "origin": "learnt from the journal", "guard": verdict.reason,

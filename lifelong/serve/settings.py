@@ -45,6 +45,9 @@ class ServeSettings(Strict):
     token_env: str = Field("LIFELONG_SERVE_TOKEN", description="environment variable holding the bearer token")
     threads: int | None = Field(1, ge=1, le=1024, description="torch CPU threads (none: torch's default); one "
                                 "leaves the other cores to /predict")
+    switch_interval_ms: float = Field(1.0, gt=0.0, le=100.0, description="Python's thread switch interval while "
+                                      "serving (the default 5 ms lets the learner thread's Python code delay a "
+                                      "prediction that long at each step)")
     keep_versions: int = Field(20, ge=1, description="published versions kept on disk (older ones are deleted, "
                                "never the served one)")
     guard: GuardSettings = Field(default_factory=GuardSettings)
