@@ -21,9 +21,10 @@ def saved(run_dir):
     return diagnostics.load_run(run_dir)
 
 
-def test_ewc_saves_its_penalty_importance_after_each_task_and_a_resume_writes_the_same_files(tiny, crash_and_resume):
-    config = tiny(method="ewc", train={"epochs": 2})
-    ref_dir, _ = run(config)
+def test_ewc_saves_its_penalty_importance_after_each_task_and_a_resume_writes_the_same_files_and_probe(
+        tiny, crash_and_resume):
+    config = tiny(method="ewc", train={"epochs": 2, "probe": True})
+    ref_dir, reference = run(config)
     files = saved(ref_dir)
     assert sorted(files) == [0, 1, 2]
     ckpt = store.load_checkpoint(ref_dir)["method"]["extra"]["penalty"]
@@ -34,8 +35,8 @@ def test_ewc_saves_its_penalty_importance_after_each_task_and_a_resume_writes_th
     layer = files[0]["importance/backbone.layers.0.weight"].float()
     assert (files[2]["importance/backbone.layers.0.weight"].float() >= layer).all()  # EWC's Fishers add up
 
-    crash_dir, _ = crash_and_resume(tiny(method="ewc", train={"epochs": 2}, out=str(ref_dir.parent.parent / "c")),
-                                    [(1, 1), (2, 0)])
+    crash_dir, resumed = crash_and_resume({**config, "out": str(ref_dir.parent.parent / "c")}, [(1, 1), (2, 0)])
+    assert resumed["probe_matrix"] == reference["probe_matrix"]
     again = saved(crash_dir)
     assert sorted(again) == [0, 1, 2]
     assert all(torch.equal(again[t][k], files[t][k]) for t in files for k in files[t])
