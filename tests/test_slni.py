@@ -13,6 +13,7 @@ from conftest import make_view
 import lifelong.methods
 from lifelong import compare, loop, store
 from lifelong.cli import main
+from lifelong.learner import Learner
 from lifelong.config import TrainConfig, build_config, read_yaml
 from lifelong.errors import UserError
 from lifelong.methods.slni import (EWCSLNI, MASSLNI, Params, inhibition, low_rank_inhibition, neuron_importance,
@@ -189,8 +190,14 @@ def test_two_sections_and_mas_with_a_slni_section_through_the_cli(tiny, tmp_path
     assert params.lam == 0.5 and params.slni == Params(lam=2e-3, decay=False)
     assert EWCSLNI.make_params(build_config(tiny(method="ewc-slni"))).slni == Params()
     built = []
-    real = loop.build_method
-    monkeypatch.setattr(loop, "build_method", lambda *a: built.append(real(*a)) or built[-1])
+    real = Learner.for_benchmark.__func__
+
+    def spy(cls, *args):
+        learner = real(cls, *args)
+        built.append(learner.method)
+        return learner
+
+    monkeypatch.setattr(Learner, "for_benchmark", classmethod(spy))
     argv = ["run", "--method", "mas", "--set", "slni.lam=1e-3", "--out", str(tmp_path), "--max-tasks", "2",
             "--train-fraction", "0.2", "--epochs", "1", "--set", "model.hidden=[16]", "--quiet", "--device", "cpu"]
     assert main(argv) == 0
