@@ -308,13 +308,12 @@ DIFFERENCES = (
     "the same files before timing, ours reads the IDX .gz files itself.")
 
 
-def section(args: argparse.Namespace, pairs: dict[tuple, dict[str, dict[str, Any]]], command: str,
-            seconds: float, loads: tuple[float, float]) -> str:
+def section(args: argparse.Namespace, pairs: dict[tuple, dict[str, dict[str, Any]]], how: str) -> str:
+    """The markdown of section ``peers``; ``how`` is its first sentence (the command, its time and load)."""
     versions = next((p["theirs"]["versions"] for p in pairs.values() if "versions" in p["theirs"]), {})
     their_versions = ", ".join(f"{k} {v}" for k, v in versions.items())
     header = (
-        f"Command: `{command}` ({seconds:.0f} s; 1-minute load average {loads[0]:.1f} at the start, "
-        f"{loads[1]:.1f} at the end, on {os.cpu_count()} cores). Ours: torch {project_torch()} (CPU); Avalanche's: "
+        f"{how} Ours: torch {project_torch()} (CPU); Avalanche's: "
         f"{their_versions}, in a scratch environment built by the script (benchmarks/peers/README.md). torch "
         f"threads: {args.threads} on both sides. Every run is a fresh process; ours and Avalanche's alternate, "
         f"seed by seed, method by method (seeds {','.join(map(str, args.seeds))}). ACC and BWT: mean ± sample std "
@@ -357,6 +356,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "peers", help="logs, run directories, .npz")
     parser.add_argument("--setup-only", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-pairs", type=Path, help="write the section from the pairs.jsonl of an earlier "
+                        "(e.g. interrupted) invocation instead of running anything")
     args = parser.parse_args()
     args.protocols = [p for p in args.protocols.split(",") if p]
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -373,10 +374,13 @@ def main() -> None:
         parser.error("--tasks must be 1 to 5")
     args.work = args.work.resolve()
     args.data_dir = args.data_dir.resolve()
+    command = shlex.join(["python", "benchmarks/peers/peers.py", *sys.argv[1:]])
+    if args.from_pairs:
+        write(args, *from_pairs(args, command))
+        return
     args.python = ensure_venv(args.venv.expanduser())
     if args.setup_only:
         return
-    command = shlex.join(["python", "benchmarks/peers/peers.py", *sys.argv[1:]])
     started = time.perf_counter()
     loads = [os.getloadavg()[0]]
     write_npz(args.data_dir, args.work / "mnist.npz")
@@ -385,6 +389,8 @@ def main() -> None:
             for m in (args.task_methods if p == "task" else args.class_methods)]
     pairs: dict[tuple, dict[str, dict[str, Any]]] = {}
     with open(args.work / "pairs.jsonl", "w") as record:
+        record.write(json.dumps({"meta": {"command": command, "load": loads[0], "threads": args.threads,
+                                          "tasks": args.tasks, "pairs": len(jobs)}}) + "\n")
         for i, (protocol, method, seed) in enumerate(jobs, 1):
             ours = run_ours(protocol, method, seed, args)
             theirs = run_theirs(protocol, method, seed, args)
@@ -398,7 +404,37 @@ def main() -> None:
                        for side, r in (("ours", ours), ("Avalanche", theirs))]
             log(f"[{i}/{len(jobs)}] {protocol} {method} seed {seed}: {'; '.join(summary)}")
     loads.append(os.getloadavg()[0])
-    text = section(args, pairs, command, time.perf_counter() - started, (loads[0], loads[1]))
+    how = (f"Command: `{command}` ({time.perf_counter() - started:.0f} s; 1-minute load average {loads[0]:.1f} at "
+           f"the start, {loads[1]:.1f} at the end, on {os.cpu_count()} cores).")
+    write(args, pairs, how)
+
+
+def from_pairs(args: argparse.Namespace, command: str) -> tuple[dict[tuple, dict[str, dict[str, Any]]], str]:
+    """The pairs recorded in ``args.from_pairs`` and the section's first sentence saying where they come from;
+    seeds, protocols and methods narrowed to those recorded."""
+    meta: dict[str, Any] = {}
+    pairs: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for line in args.from_pairs.read_text().splitlines():
+        row = json.loads(line)
+        if "meta" in row:
+            meta = row["meta"]
+            continue
+        pairs[(row["protocol"], row["method"], row["seed"])] = {"ours": row["ours"], "theirs": row["theirs"]}
+    args.threads, args.tasks = meta.get("threads", args.threads), meta.get("tasks", args.tasks)
+    args.seeds = sorted({key[2] for key in pairs})
+    args.protocols = [p for p in args.protocols if any(key[0] == p for key in pairs)]
+    args.task_methods = [m for m in args.task_methods if any(key[:2] == ("task", m) for key in pairs)]
+    args.class_methods = [m for m in args.class_methods if any(key[:2] == ("class", m) for key in pairs)]
+    recorded = f"`{meta['command']}`" if "command" in meta else "an earlier invocation"
+    planned = f" of the {meta['pairs']} it planned" if "pairs" in meta else ""
+    load = f", 1-minute load average {meta['load']:.1f} at its start" if "load" in meta else ""
+    how = (f"Rebuilt by `{command}` from the {len(pairs)} pairs{planned} that {recorded} recorded in "
+           f"{args.from_pairs.name}{load}, on {os.cpu_count()} cores.")
+    return pairs, how
+
+
+def write(args: argparse.Namespace, pairs: dict[tuple, dict[str, dict[str, Any]]], how: str) -> None:
+    text = section(args, pairs, how)
     print("\n" + text)
     if not args.no_write:
         update_section(SECTION, text)
