@@ -103,7 +103,8 @@ def test_compare_is_one_parent_run_with_a_child_per_run(tiny, tracking, tmp_path
 
 
 def test_without_mlflow_the_logger_is_a_user_error(tiny, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
     config = tiny()
     assert main(["run", "--out", config["out"], "--max-tasks", "1", "--logger", "mlflow", "--quiet",
                  "--set", "model.hidden=[8]", "--train-fraction", "0.1", "--epochs", "1"]) == 2
@@ -128,3 +129,18 @@ def test_a_store_that_cannot_be_written_is_one_line_and_no_run_directory(tiny, t
     err = capsys.readouterr().err
     assert "cannot write to the folder" in err and len(err.strip().splitlines()) == 1
     assert not Path(config["out"]).exists() or not list(Path(config["out"]).iterdir())
+
+
+def test_processes_starting_on_a_new_sqlite_store_at_once_share_it(tracking, tmp_path):
+    """`compare --jobs N`: workers that make the store's tables and the experiment at once would clash."""
+    import subprocess
+
+    uri, client = tracking
+    code = ("import sys; from lifelong.loggers.mlflow import MlflowSettings, mlflow_client; "
+            "print(mlflow_client(MlflowSettings(uri=sys.argv[1], experiment='shared'))[1])")
+    workers = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], [err[-300:] for _, err in outputs]
+    ids = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert ids == {client.get_experiment_by_name("shared").experiment_id}

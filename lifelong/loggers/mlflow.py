@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; start one run first when several share a new SQLite store
+    fcntl = None
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,30 +53,45 @@ def settings_of(config: dict[str, Any]) -> MlflowSettings:
 def mlflow_client(settings: MlflowSettings) -> tuple[Any, str]:
     """An MlflowClient for the settings and the id of their experiment (created when new)."""
     try:
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient, get_tracking_uri
     except ImportError:
         raise UserError("logger 'mlflow' needs the mlflow package: pip install 'lifelong[mlflow]' (or pip install "
                         "mlflow), or set logger: none") from None
     uri = settings.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    if uri and uri.startswith("sqlite:///"):  # MLflow would retry a store it cannot open for minutes
-        folder = Path(uri[len("sqlite:///"):]).parent
+    resolved = uri or get_tracking_uri()
+    database = Path(resolved[len("sqlite:///"):]) if resolved.startswith("sqlite:///") else None
+    if database is not None:  # MLflow would retry a store it cannot open for minutes
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            database.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"MLflow store '{uri}': cannot write to the folder '{folder}'; set mlflow.uri to a "
-                            "SQLite file in a writable folder")
-    with tracking_errors(uri or "MLflow's default store"):
+        if not database.parent.is_dir() or not os.access(database.parent, os.W_OK):
+            raise UserError(f"MLflow store '{resolved}': cannot write to the folder '{database.parent}'; set "
+                            "mlflow.uri to a SQLite file in a writable folder")
+    with tracking_errors(resolved), _creation_lock(database):  # runs of `compare --jobs N` start at once
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(settings.experiment)
         if experiment is not None:
             return client, experiment.experiment_id
         artifacts = settings.artifacts
-        resolved = client.tracking_uri
-        if artifacts is None and resolved.startswith("sqlite:///"):
-            artifacts = str(Path(resolved[len("sqlite:///"):]).parent / "mlartifacts")
+        if artifacts is None and database is not None:
+            artifacts = str(database.parent / "mlartifacts")
         return client, client.create_experiment(settings.experiment, artifact_location=artifacts)
+
+
+@contextmanager
+def _creation_lock(database: Path | None) -> Iterator[None]:
+    """Hold ``<database>.lock`` while a SQLite store and its experiment are made: processes creating its tables or
+    the same experiment at once would clash."""
+    if database is None or fcntl is None:
+        yield
+        return
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class tracking_errors:  # noqa: N801 - used as a context manager
@@ -86,7 +107,7 @@ class tracking_errors:  # noqa: N801 - used as a context manager
         if err is None or isinstance(err, (UserError, KeyboardInterrupt, SystemExit)) or not isinstance(err, Exception):
             return False
         module = type(err).__module__.split(".")[0]
-        if module in ("mlflow", "requests", "urllib3", "sqlalchemy") or isinstance(err, (OSError, ValueError)):
+        if module in ("mlflow", "requests", "urllib3", "sqlalchemy", "alembic") or isinstance(err, (OSError, ValueError)):
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             raise UserError(f"MLflow ({self.where}): {first}; check mlflow.uri (docs/tracking.md)") from None
         return False
