@@ -71,7 +71,7 @@ class _Checkpointer:
 
     def __init__(self, run_dir: Path, cfg: Config, data_rng: torch.Generator, device: torch.device):
         self.run_dir, self.fingerprint, self.data_rng, self.device = run_dir, cfg.fingerprint(), data_rng, device
-        self.config = cfg.to_dict()
+        self.config, self.cfg = cfg.to_dict(), cfg
 
     def save(self, state: LoopState, method: Method) -> None:
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
@@ -92,6 +92,9 @@ class _Checkpointer:
         if ckpt is None:
             return None
         if ckpt.get("fingerprint") != self.fingerprint:
+            if isinstance(ckpt.get("config"), dict) and (reason := store.data_changed(self.run_dir, self.cfg,
+                                                                                        ckpt["config"])):
+                raise UserError(reason)
             differs = difference(ckpt["config"], self.config) if isinstance(ckpt.get("config"), dict) else ""
             raise UserError(f"the checkpoint in '{self.run_dir}' does not match its config.yaml"
                             f"{f' ({differs})' if differs else ''}; restore the original config.yaml or delete "

@@ -80,10 +80,21 @@ def run_directory(cfg: Config) -> Path:
     return Path(cfg.out) / name
 
 
+def data_changed(run_dir: Path, cfg: Config, recorded: dict[str, Any] | None = None) -> str:
+    """Why a run of your own data no longer matches: its files changed (the config being the same); "" otherwise."""
+    if cfg.data.source is None or (recorded is not None and difference(recorded, cfg.to_dict())):
+        return ""
+    return (f"the files of data.source ('{cfg.data.source.path}') changed since the run was made{'' if recorded else ' (or config.yaml was edited)'}; "
+            f"train on them in a new directory with `lifelong run --config {run_dir / CONFIG_FILE}`, or restore the "
+            "files to continue this run")
+
+
 def check_directory_name(run_dir: Path, cfg: Config) -> None:
     """Refuse a config.yaml edited after its directory was named (the name ends in the config's hash)."""
     match = re.fullmatch(r".+-([0-9a-f]{8})", run_dir.name)
     if match and match.group(1) != cfg.fingerprint()[:8]:
+        if reason := data_changed(run_dir, cfg):
+            raise UserError(reason)
         raise UserError(f"'{run_dir / CONFIG_FILE}' was edited after the run was made (its hash "
                         f"{cfg.fingerprint()[:8]} is not the directory's {match.group(1)}); restore it, or run the "
                         "edited config with `lifelong run --config FILE`, which makes its own directory")
@@ -138,6 +149,8 @@ def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
         except (UserError, TypeError):
             recorded = ""
     if recorded != cfg.fingerprint():
+        if isinstance(results.get("config"), dict) and (reason := data_changed(run_dir, cfg, results["config"])):
+            raise UserError(reason)
         raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} "
                         f"({difference(results['config'], cfg.to_dict()) or 'settings differ'}); restore the "
                         f"config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")

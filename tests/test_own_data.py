@@ -191,6 +191,28 @@ def test_the_fingerprint_follows_the_files_content(tmp_path, source):
     assert named["source"] is None  # named benchmarks: test_config checks their hash is unchanged
 
 
+def test_changed_files_are_named_when_their_run_is_resumed(tmp_path, source, crash_and_resume):
+    """Finished or interrupted, a run whose source files changed says so, and names the command that trains on
+    the new files (in a new directory)."""
+    import lifelong
+
+    section = source("csv")
+    config = {"out": str(tmp_path / "runs"), "device": "cpu", "data": {"source": section, "validation": 0.0},
+              "model": {"hidden": [16]}, "train": {"epochs": 1}}
+    finished, _ = lifelong.run(config)
+    path = Path(section["path"])
+    original = path.read_text()
+    path.write_text(original.replace("T-shirt-top", "Tshirt"))
+    with pytest.raises(UserError, match="files of data.source .* changed since the run was made; train on them"):
+        lifelong.resume(finished)
+    path.write_text(original)
+    interrupted, _ = crash_and_resume({**config, "out": str(tmp_path / "crashed")}, [(1, 0)])
+    (interrupted / "results.json").unlink()
+    path.write_text(original.replace("T-shirt-top", "Tshirt"))
+    with pytest.raises(UserError, match="files of data.source .* changed since the run was made; train on them"):
+        lifelong.resume(interrupted)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Bad input: one line naming the file and the fix
 
