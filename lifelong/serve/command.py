@@ -31,6 +31,8 @@ def settings_source(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str,
 
     if (args.run_dir is None) == (args.config is None):
         raise UserError("lifelong serve takes a RUN_DIR or --config FILE (one of them)")
+    if args.out is not None and args.config is None:
+        raise UserError("--out applies with --config (a served run stays in its own directory)")
     run_config = read_yaml(args.config) if args.config else None
     raw = dict(run_config.pop("serve", None) or {}) if run_config is not None else {}
     if args.settings:

@@ -34,8 +34,10 @@ class Versions:
         self.root = root
         self.folder = root / "versions"
         self.folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.folder.glob(".tmp-*"):  # a write a crash interrupted
+        for leftover in self.folder.glob(".tmp-*"):  # writes a crash interrupted
             shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in root.glob(f".{CURRENT_FILE}.*"):
+            leftover.unlink(missing_ok=True)
 
     def path(self, number: int) -> Path:
         return self.folder / f"v{number:06d}"
