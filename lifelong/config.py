@@ -207,8 +207,11 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _sections_used(self) -> Config:
-        """Refuse an unknown method, and a method section the configured method would ignore."""
+        """Refuse an unknown method, and a method section the configured method would ignore; a method's own
+        network (``default_model``, e.g. gs-mask's gs-conv) where the config names none."""
         chosen = method_class(self.method, self.params)
+        if getattr(chosen, "default_model", None) and "name" not in self.model.model_fields_set:
+            self.model.name = chosen.default_model
         used = {chosen.config_section(), *chosen.extra_sections}
         if chosen.variant_of:
             used |= {METHODS[chosen.variant_of[0]].config_section(), chosen.variant_of[1]}

@@ -13,11 +13,13 @@ from typing import Any
 
 from lifelong.errors import UserError
 
-# The paper's training protocol: 50 epochs, plain SGD lr 0.003, batch 64, 15% of the training data for validation.
+# The paper's training protocol: 50 epochs, plain SGD lr 0.003, batch 64, 15% of the training data for validation;
+# its regularizer weight c 0.05 and (sub)gradient step (the method's defaults are for short runs: docs/methods.md).
 _PROTOCOL: dict[str, Any] = {
     "method": "gs-mask",
     "model": {"name": "gs-conv"},
     "train": {"epochs": 50, "optimizer": "sgd", "lr": 0.003, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64},
+    "gs-mask": {"c": 0.05, "proximal": False},
 }
 GS_MASK_DATASETS: dict[str, dict[str, Any]] = {
     "pmnist": {"benchmark": "pmnist", "num_tasks": 10, "scenario": "task", "validation": 0.15},

@@ -54,7 +54,8 @@ def test_meta_learn_false_is_the_ablation_and_flags_still_override():
     (["--dataset", "pmnist", "--num-iterations", "many"], "--num-iterations expects a positive integer"),
     (["--dataset", "pmnist", "--num-iterations", "0"], "gs-mask.num_iterations"),
     (["--dataset", "pmnist", "--config", "x.yml"], "either --dataset or --config"),
-    (["--method", "gs-mask", "--device", "cpu"], "needs model.name: gs-conv"),
+    (["--method", "gs-mask", "--device", "cpu", "--model", "mlp"], "runs on its own network, gs-conv"),
+    (["--method", "gs-mask", "--device", "cpu", "--scenario", "class"], "needs the task-incremental scenario"),
 ])
 def test_bad_values_exit_2_with_one_line(argv, fragment, tmp_path, capsys):
     assert cli.main(["run", *argv, "--out", str(tmp_path), "--quiet"]) == 2
@@ -104,3 +105,14 @@ def test_origin_command_runs_end_to_end(dataset, tasks, extra, root, tmp_path, c
     last = [r for r in records if r["event"] == "task"][-1]["gs_mask"]
     assert last["filters_owned"] == results["method_info"]["filters_owned"]
     assert last["filters_free"] == [32 - sum(layer) for layer in last["filters_owned"]]
+
+
+def test_gs_mask_alone_picks_its_network_and_other_methods_keep_theirs():
+    assert settings(["--method", "gs-mask"]).model.name == "gs-conv"
+    named = build_config({"method": "gs-mask", "model": {"name": "gs-conv"}})
+    assert build_config({"method": "gs-mask"}).fingerprint() == named.fingerprint()  # one experiment, one directory
+    assert settings(["--method", "gs-mask", "--model", "mlp"]).model.name == "mlp"  # refused when the method starts
+    for method in ("naive", "ewc", "mas", "lwf", "er"):
+        assert build_config({"method": method}).model.name == "mlp"
+    # the fingerprint of a config at defaults, as before gs-mask declared its default model
+    assert build_config({"method": "ewc"}).fingerprint().startswith("41e790ee7243eaec")

@@ -3,7 +3,8 @@
 ``owner[l][f]`` is the task that owns filter f of conv layer l, or -1 while it is free. After a task, the free
 filters whose weight norm exceeds τ become that task's. ``restore`` copies the owned filters (weights and bias)
 back from a snapshot with ``torch.where``: called after every optimizer or meta step, it undoes exactly whatever
-the step did to them (weight decay, momentum and Adam moments included), which masking gradients cannot.
+the step did to them (weight decay, momentum and Adam moments included), which masking gradients cannot. Given
+the masks of the step, it also holds the free filters that were off (norm ≤ τ) at exactly 0.
 """
 
 from __future__ import annotations
@@ -35,11 +36,19 @@ class FilterOwnership:
         self.anchor = [(conv.weight.detach().clone(), conv.bias.detach().clone()) for conv in self.convs]
 
     @torch.no_grad()
-    def restore(self) -> None:
+    def restore(self, on: list[torch.Tensor] | None = None) -> None:
+        """Owned filters back to their snapshot; with ``on`` (the masks a step used), the free filters that were off
+        set to exactly 0, bias included (an optimizer's momentum or normalised step would otherwise move them)."""
         for layer, (conv, (weight, bias)) in enumerate(zip(self.convs, self.anchor)):
             owned = self.owned(layer)
-            conv.weight.copy_(torch.where(owned.view(-1, 1, 1, 1), weight, conv.weight))
-            conv.bias.copy_(torch.where(owned, bias, conv.bias))
+            off = torch.zeros_like(owned) if on is None else ~owned & ~on[layer]
+            conv.weight.copy_(torch.where(owned.view(-1, 1, 1, 1), weight, conv.weight.masked_fill(
+                off.view(-1, 1, 1, 1), 0.0)))
+            conv.bias.copy_(torch.where(owned, bias, conv.bias.masked_fill(off, 0.0)))
+
+    def free(self) -> list[torch.Tensor]:
+        """Bool per filter of each layer: no task owns it."""
+        return [~self.owned(layer) for layer in range(len(self.convs))]
 
     def masks(self, task_id: int, training: bool = False) -> list[torch.Tensor]:
         """Filters on when evaluating ``task_id``: those owned by tasks ≤ task_id and, while it is still

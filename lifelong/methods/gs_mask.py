@@ -1,6 +1,7 @@
 """Group-sparse filter masks with calibration and meta-iteration (origin document 000): CE + a group-sparse
 regularizer; filters above τ after a task become that task's and never change again; task j is evaluated with
-only the filters of tasks ≤ j; meta-iteration phases on mini-tasks (``meta.py``).
+only the filters of tasks ≤ j; meta-iteration phases on mini-tasks (``meta.py``). Free filters are redrawn at
+each task's start, and a task's BatchNorm statistics are recomputed at its end.
 
 The loss, ownership, evaluation, meta-iteration and every deviation: docs/methods.md, section ``gs-mask``.
 """
@@ -26,7 +27,8 @@ from lifelong.models.gs_conv import FilterMaskedConvNet
 
 
 class Params(base.Params):
-    c: float = Field(0.05, ge=0.0, description="c: overall weight of the group-sparse regularizer R")
+    c: float = Field(1.0, ge=0.0, description="c: overall weight of the group-sparse regularizer R (the paper's "
+                     "0.05 is for its ~40,000 SGD steps per task; 1 lets short runs free filters, docs/methods.md)")
     betas: list[float] = Field([0.1, 0.275, 0.45, 0.625], description="β_l of each conv layer (one per block): "
                                "weight of the filter-wise L2,1 term; the layer's Frobenius term has max(0.5, 1−β_l)/2")
     tau: float = Field(5e-4, gt=0.0, description="τ: filters with ‖W_f‖₂ > τ count as used (penalised, then owned)")
@@ -41,9 +43,10 @@ class Params(base.Params):
     meta_batch: int = Field(16, gt=0, description="mini-tasks averaged per outer step")
     ways: int = Field(5, ge=2, description="classes per mini-task (at most the task's number of classes)")
     shots: int = Field(10, ge=2, description="samples per class per mini-task: half to adapt, half to evaluate")
-    proximal: bool = Field(False, description="apply the filter-wise term as a proximal step after each optimizer "
-                           "step, W_f ← W_f·max(0, 1 − lr·c·β_l/‖W_f‖), instead of its subgradient: unused filters "
-                           "reach exactly 0 (subgradient steps leave them near lr·c·β, above τ); exact for SGD")
+    proximal: bool = Field(True, description="apply the filter-wise term as a proximal step after each optimizer "
+                           "step, W_f ← W_f·max(0, 1 − η_f·c·β_l/‖W_f‖) with η_f the step size (SGD: lr; Adam: "
+                           "lr/√mean v̂_f), instead of its subgradient (false: the paper's step): unused filters "
+                           "reach exactly 0")
     min_free_share: float = Field(0.1, ge=0.0, le=1.0, description="warn (and record `low_capacity`) when a layer "
                                   "has less than this share of its filters free after a task")
 
@@ -69,25 +72,45 @@ def group_sparse_penalty(weights: list[torch.Tensor], betas: list[float], c: flo
 
 
 @torch.no_grad()
-def group_soft_threshold_(weights: list[torch.Tensor], thresholds: list[float]) -> None:
-    """The proximal operator of t_l Σ_f ‖W_l,f‖₂, in place: each filter shrinks by t_l in norm, or to exactly 0."""
+def group_soft_threshold_(weights: list[torch.Tensor], thresholds: list[float | torch.Tensor]) -> None:
+    """The proximal operator of t_l Σ_f ‖W_l,f‖₂, in place: each filter shrinks by t in norm, or to exactly 0
+    (t: one number per layer, or one per filter)."""
     for w, t in zip(weights, thresholds):
         norms = w.flatten(1).norm(dim=1)
         scale = torch.where(norms > t, 1 - t / norms.clamp_min(torch.finfo(w.dtype).tiny), 0.0)
         w.mul_(scale.view(-1, *[1] * (w.dim() - 1)))
 
 
+def step_sizes(optimizer: torch.optim.Optimizer, weights: list[torch.Tensor]) -> list[float | torch.Tensor]:
+    """The step size the optimizer's last step gave each filter: lr for SGD; lr/(√mean_f v̂ + eps) for Adam, v̂ its
+    bias-corrected second moment averaged over the filter's entries (the metric of its step)."""
+    group = optimizer.param_groups[0]
+    sizes: list[float | torch.Tensor] = []
+    for w in weights:
+        state = optimizer.state.get(w, {})
+        if "exp_avg_sq" not in state:
+            sizes.append(group["lr"])
+            continue
+        v_hat = state["exp_avg_sq"].flatten(1).mean(1) / (1 - group["betas"][1] ** state["step"])
+        sizes.append(group["lr"] / (v_hat.sqrt() + group["eps"]))
+    return sizes
+
+
 class GSMask(Method):
     name = "gs-mask"
-    description = ("group-sparse filter masks, per-task BN and calibration, meta-iteration (document 000; needs "
-                   "model gs-conv)")
+    description = ("group-sparse filter masks, per-task BN and calibration, meta-iteration (document 000; its "
+                   "network gs-conv is the default)")
     Params = Params
+    default_model = "gs-conv"  # the model when the config names none (config.py); naming another is an error
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.model.backbone, FilterMaskedConvNet) or self.model.scenario != "task":
-            raise UserError("method gs-mask needs model.name: gs-conv and the task-incremental scenario "
-                            "(--set model.name=gs-conv --scenario task, or --config configs/gs_mask_pmnist.yml)")
+        if not isinstance(self.model.backbone, FilterMaskedConvNet):
+            raise UserError("method gs-mask runs on its own network, gs-conv (its default when no model is named), "
+                            f"not {type(self.model.backbone).__name__}; drop --model / model.name or set it to gs-conv")
+        if self.model.scenario != "task":
+            raise UserError("method gs-mask needs the task-incremental scenario (--scenario task, or --config "
+                            "configs/gs_mask_pmnist.yml)")
         self.net: FilterMaskedConvNet = self.model.backbone
         if len(self.params.betas) != self.net.blocks:
             raise UserError(f"gs-mask.betas has {len(self.params.betas)} values but model gs-conv has "
@@ -113,27 +136,50 @@ class GSMask(Method):
         return [*self.net.convs.parameters(), *self.task_parameters(self.current)]
 
     def before_task(self, task: Task) -> None:
+        """A fresh draw for the filters no task owns (task 0 keeps the network's own), then the base hook."""
         self.current = task.id
+        if task.id > 0:
+            self.net.redraw_filters_(self.ownership.free(), task.id)
         self.ownership.snapshot()
         super().before_task(task)
 
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
-        logits = self.model.logits(self.net(x, int(task_ids)), int(task_ids))
+        task = int(task_ids)
+        return self.masked_loss(x, y, task, self.ownership.masks(task, training=True))
+
+    def masked_loss(self, x: torch.Tensor, y: torch.Tensor, task: int, on: list[torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy with only the filters ``on`` (as in evaluation) plus R (without its filter-wise sum when
+        that is applied as a proximal step)."""
         p = self.params
-        return F.cross_entropy(logits, y) + group_sparse_penalty([c.weight for c in self.net.convs], p.betas, p.c,
-                                                                 p.tau, filterwise=not p.proximal)
+        return F.cross_entropy(self.model.logits(self.net(x, task, on), task), y) + group_sparse_penalty(
+            [c.weight for c in self.net.convs], p.betas, p.c, p.tau, filterwise=not p.proximal)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
-        loss = super().train_step(x, y, task_ids)
-        if self.params.proximal:  # step size lr: the convs are the optimizer's first group
-            lr, p = self.optimizer.param_groups[0]["lr"], self.params
-            group_soft_threshold_([c.weight for c in self.net.convs], [lr * p.c * beta for beta in p.betas])
-        self.ownership.restore()
-        return loss
+        """One optimizer step, the proximal step, then owned filters restored and the filters that were off
+        (free, norm ≤ τ) held at 0."""
+        task = int(task_ids)
+        on = self.ownership.masks(task, training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.masked_loss(x, y, task, on)
+        loss.backward()
+        self.optimizer.step()
+        if self.params.proximal:
+            weights, p = [c.weight for c in self.net.convs], self.params
+            sizes = step_sizes(self.optimizer, weights)
+            group_soft_threshold_(weights, [size * p.c * beta for size, beta in zip(sizes, p.betas)])
+        self.ownership.restore(on)
+        return loss.detach()
 
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         masks = self.ownership.masks(task_id, training=task_id == self.current)
         return self.model.logits(self.net(x, task_id, masks), task_id)
+
+    def recompute_statistics(self, task_id: int, train: TaskView, batch_size: int = 1024) -> None:
+        """Task ``task_id``'s BatchNorm statistics over its training data, with its final filters."""
+        masks = self.ownership.masks(task_id, training=True)
+        batches = (train.inputs(torch.arange(i, min(i + batch_size, len(train)), device=train.images.device))
+                   for i in range(0, len(train), batch_size))
+        self.net.recompute_statistics_(batches, task_id, masks)
 
     def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
         p = self.params
@@ -142,11 +188,11 @@ class GSMask(Method):
         sampler = meta.MiniTaskSampler(train, p.ways, p.shots)
         params, masks = self.meta_parameters(task.id)
         buffers = {n: b.clone() for n, b in self.net.named_buffers()}  # batch statistics; running ones untouched
-        ways = sampler.ways
+        ways, on = sampler.ways, self.ownership.masks(task.id, training=True)
 
         def loss_fn(values: meta.Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             net_values = {n: v for n, v in values.items() if not n.startswith("meta_head.")}
-            features = functional_call(self.net, (net_values, buffers), (x, task.id))
+            features = functional_call(self.net, (net_values, buffers), (x, task.id, on))
             head = {n.removeprefix("meta_head."): v for n, v in values.items() if n.startswith("meta_head.")}
             return F.cross_entropy(functional_call(self.meta_head, head, (features,))[:, :ways], y)
 
@@ -156,7 +202,7 @@ class GSMask(Method):
             with torch.no_grad():
                 for n, value in params.items():
                     value.sub_(p.outer_lr * meta.masked_update(direction[n], masks[n]))
-            self.ownership.restore()
+            self.ownership.restore(on)
 
     def meta_parameters(self, task_id: int) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor | None]]:
         """The parameters the meta phase learns (by functional name) and their masks (True = may change)."""
@@ -170,6 +216,7 @@ class GSMask(Method):
         return params, masks
 
     def after_task(self, task: Task, train: TaskView) -> None:
+        self.recompute_statistics(task.id, train)
         free_before = self.ownership.claim(task.id)
         self.freeze_task(task.id)
         self.current, self.done, self.optimizer = None, task.id + 1, None  # a later task makes its own optimizer

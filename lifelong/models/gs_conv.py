@@ -1,15 +1,16 @@
 """The 4-block conv network of the group-sparse filter-mask method (document 000), with per-task BN and calibration.
 
 Each block is Conv3×3 (shared by all tasks) → BatchNorm (the task's own) → ReLU → calibration (the task's own
-squeeze-excitation channel scaling) → MaxPool2. Per-task modules are created when a task is first seen, from a
+squeeze-excitation channel scaling) → MaxPool2 (computed as pool, then scale: the same numbers, less work). Per-task modules are created when a task is first seen, from a
 generator seeded by the network's seed and the task id, so they do not depend on when they are created (resume,
-evaluating a future task first). A per-layer filter mask switches filters off: their conv outputs are replaced
-by exact zeros before the task's BatchNorm, as if their weights and bias were zero.
+evaluating a future task first). A per-layer filter mask switches filters off: their conv outputs are exact
+zeros before the task's BatchNorm, as if their weights and bias were zero (they are multiplied by the mask).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,12 @@ class Calibration(nn.Module):
         self.squeeze = nn.Linear(channels, max(1, channels // reduction))
         self.excite = nn.Linear(max(1, channels // reduction), channels)
 
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel scales (B, C, 1, 1), each in (0, 1)."""
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean((2, 3))))))[:, :, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean((2, 3))))))
-        return x * scale[:, :, None, None]
+        return x * self.scale(x)
 
 
 class TaskModules(nn.Module):
@@ -82,6 +86,38 @@ class FilterMaskedConvNet(nn.Module):
                 self.tasks[key] = modules.to(device)
         return self.tasks[key]
 
+    @torch.no_grad()
+    def redraw_filters_(self, masks: list[torch.Tensor], draw: int) -> None:
+        """Give the filters where ``masks[l]`` is True a fresh Conv2d default initialisation (weights and bias),
+        drawn from a generator seeded by the network's seed and ``draw``."""
+        g = torch.Generator().manual_seed(int(self.seed) * 1000003 + 500009 + draw)
+        for conv, mask in zip(self.convs, masks):
+            weight = torch.empty(conv.weight.shape)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=g)
+            bound = 1.0 / math.sqrt(weight[0].numel())
+            bias = torch.empty(conv.bias.shape).uniform_(-bound, bound, generator=g)
+            mask = mask.to(conv.weight.device)
+            conv.weight.copy_(torch.where(mask.view(-1, 1, 1, 1), weight.to(conv.weight.device), conv.weight))
+            conv.bias.copy_(torch.where(mask, bias.to(conv.bias.device), conv.bias))
+
+    @torch.no_grad()
+    def recompute_statistics_(self, batches: Iterable[torch.Tensor], task_id: int, masks: list[torch.Tensor]) -> None:
+        """Task ``task_id``'s BatchNorm running statistics as the mean over ``batches`` of their batch statistics
+        with the weights as they are now (the running averages lag behind weights that moved during training)."""
+        norms, was_training = self.task_modules(task_id).norms, self.training
+        momentum = [bn.momentum for bn in norms]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+        self.train()
+        try:
+            for x in batches:
+                self(x, task_id, masks)
+        finally:
+            for bn, m in zip(norms, momentum):
+                bn.momentum = m
+            self.train(was_training)
+
     def forward(self, x: torch.Tensor, task_id: int | None = None, masks: list[torch.Tensor] | None = None
                 ) -> torch.Tensor:
         """Features of ``x`` through task ``task_id``'s BN and calibration; ``masks[l]`` (bool, one per filter of
@@ -92,11 +128,14 @@ class FilterMaskedConvNet(nn.Module):
         modules = self.task_modules(task_id)
         h = x
         for block, conv in enumerate(self.convs):
-            h = conv(h)
-            if masks is not None:
-                h = torch.where(masks[block].view(1, -1, 1, 1), h, 0.0)
-            h = modules.calibrations[block](F.relu(modules.norms[block](h)))
-            h = F.max_pool2d(h, 2)
+            if masks is None:
+                h = conv(h)
+            else:  # a switched-off filter's output is exactly 0 (and so is its gradient)
+                on = masks[block].to(conv.weight.dtype)
+                h = F.conv2d(h, conv.weight * on.view(-1, 1, 1, 1), conv.bias * on, padding=1)
+            h = F.relu(modules.norms[block](h), inplace=True)
+            # calibrate after pooling: a positive per-channel scale commutes with max, exactly, on 4× fewer values
+            h = F.max_pool2d(h, 2) * modules.calibrations[block].scale(h)
         return h.flatten(1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
