@@ -23,10 +23,11 @@ class Inside:
     run_dir: Path
     results: dict[str, Any]
     tasks: list[int] = field(default_factory=list)
-    importance: dict[str, list[np.ndarray]] = field(default_factory=dict)  # layer → values after each task
-    memory: list[np.ndarray] = field(default_factory=list)  # rows held per (task, target), after each task
-    mask_sparsity: list[np.ndarray] = field(default_factory=list)  # mark: per KB block, each task's masks
-    activation_sparsity: list[np.ndarray] = field(default_factory=list)  # slni: per hidden layer
+    # each series by the task (0-based) whose file holds it
+    importance: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # layer → task → values
+    memory: dict[int, np.ndarray] = field(default_factory=dict)  # rows held per (task, class of that task)
+    mask_sparsity: dict[int, np.ndarray] = field(default_factory=dict)  # mark: per KB block, that task's masks
+    activation_sparsity: dict[int, np.ndarray] = field(default_factory=dict)  # slni: per hidden layer
     ownership: list[list[list[int]]] = field(default_factory=list)  # gs-mask: [layer][task] owned, after each task
     filters: int | None = None  # gs-mask: filters per layer
 
@@ -57,11 +58,11 @@ def read(run_dir: str | Path) -> Inside:
             if name.startswith("importance/"):
                 layers.setdefault(layer_of(name.removeprefix("importance/")), []).append(_numpy(t).ravel())
         for layer, parts in layers.items():
-            found.importance.setdefault(layer, []).append(np.concatenate(parts))
+            found.importance.setdefault(layer, {})[task] = np.concatenate(parts)
         for key, target in (("memory/rows", found.memory), ("mark/mask_sparsity", found.mask_sparsity),
                             ("slni/activation_sparsity", found.activation_sparsity)):
             if key in tensors:
-                target.append(_numpy(tensors[key]))
+                target[task] = _numpy(tensors[key])
     found.importance = {n: found.importance[n] for n in sorted(found.importance, key=_natural)}
     for record in store.read_metrics(run_dir):
         if record.get("event") == "task" and isinstance(record.get("gs_mask"), dict):
@@ -80,48 +81,76 @@ def _numpy(t: Any) -> np.ndarray:
 
 
 # --- importance ---
+def importance_tasks(inside: Inside) -> list[int]:
+    """The tasks whose files hold importance."""
+    return sorted({t for values in inside.importance.values() for t in values})
+
+
+def _last(values: dict[int, np.ndarray]) -> np.ndarray:
+    return values[max(values)]
+
+
+def _top(inside: Inside) -> float:
+    """The largest importance in the network after the last task (the thresholds' unit)."""
+    return max((float(_last(v).max()) for v in inside.importance.values() if _last(v).size), default=0.0)
+
+
 def importance_summary(inside: Inside, thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict[str, Any]]:
     """Per layer, after the last task: parameters, mean, median, max and the share above each threshold × the
-    run's largest importance; ``mean_per_task`` is the growth of the layer's mean task after task."""
-    top = max((float(v[-1].max()) for v in inside.importance.values() if v[-1].size), default=0.0)
-    rows = []
+    run's largest importance; ``mean_per_task`` (one per ``importance_tasks``, NaN where the layer has none) is
+    how the layer's mean grows task after task."""
+    top, tasks, rows = _top(inside), importance_tasks(inside), []
     for layer, values in inside.importance.items():
-        last = values[-1]
+        last = _last(values)
         rows.append({"layer": layer, "parameters": last.size, "mean": float(last.mean()),
                      "median": float(np.median(last)), "max": float(last.max()),
                      "above": [float((last > t * top).mean()) if top > 0 else 0.0 for t in thresholds],
-                     "mean_per_task": [float(v.mean()) for v in values]})
+                     "mean_per_task": [float(values[t].mean()) if t in values else np.nan for t in tasks]})
     return rows
+
+
+def shares_per_task(inside: Inside, threshold: float) -> list[list[float]]:
+    """Per layer and task, the share of parameters above ``threshold`` × the run's largest importance."""
+    top, tasks = _top(inside), importance_tasks(inside)
+    return [[float((values[t] > threshold * top).mean()) if t in values and top > 0 else np.nan for t in tasks]
+            for values in inside.importance.values()]
 
 
 def importance_histograms(inside: Inside, layers: int = 12) -> tuple[list[str], np.ndarray, list[list[np.ndarray]],
                                                                       list[list[float]]]:
-    """For the ``layers`` largest layers: names, shared log10 bin edges, counts per task and the share of zeros
-    per task (zeros have no logarithm: a parameter the penalty does not reach)."""
-    chosen = sorted(inside.importance, key=lambda n: -inside.importance[n][-1].size)[:layers]
+    """For the ``layers`` largest layers: names, shared log10 bin edges, and per task (``importance_tasks``; zeros
+    where the layer has none) the share of parameters in each bin and the share of exact zeros (no logarithm: a
+    parameter the penalty does not reach)."""
+    tasks = importance_tasks(inside)
+    chosen = sorted(inside.importance, key=lambda n: -_last(inside.importance[n]).size)[:layers]
     chosen.sort(key=list(inside.importance).index)
-    positive = [v[v > 0] for n in chosen for v in inside.importance[n]]
+    positive = [v[v > 0] for n in chosen for v in inside.importance[n].values()]
     positive = [p for p in positive if p.size]
-    if not positive:
-        return chosen, np.linspace(-1, 1, BINS + 1), [[np.zeros(BINS)] * len(inside.tasks) for _ in chosen], \
-            [[1.0] * len(inside.tasks) for _ in chosen]
-    low, high = (np.log10(min(float(p.min()) for p in positive)), np.log10(max(float(p.max()) for p in positive)))
+    low = np.log10(min(float(p.min()) for p in positive)) if positive else -1.0
+    high = np.log10(max(float(p.max()) for p in positive)) if positive else 1.0
     edges = np.linspace(low, high if high > low else low + 1.0, BINS + 1)
-    counts = [[np.histogram(np.log10(v[v > 0]), edges)[0] / max(1, v.size) for v in inside.importance[n]]
-              for n in chosen]
-    zeros = [[float((v <= 0).mean()) for v in inside.importance[n]] for n in chosen]
+    counts = [[_binned(inside.importance[n].get(t), edges) for t in tasks] for n in chosen]
+    zeros = [[float((inside.importance[n][t] <= 0).mean()) if t in inside.importance[n] else 1.0 for t in tasks]
+             for n in chosen]
     return chosen, edges, counts, zeros
+
+
+def _binned(values: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
+    """Share of ``values`` in each log10 bin (zeros where there are none)."""
+    if values is None:
+        return np.zeros(len(edges) - 1)
+    return np.histogram(np.log10(values[values > 0]), edges)[0] / max(1, values.size)
 
 
 # --- the other diagnostics ---
 def memory_by_class(inside: Inside) -> tuple[list[str], np.ndarray]:
     """Class labels (the source dataset's class ids, ``T<task>:`` prefixed where tasks share labels) and the rows
-    the memory held of each after each task (saved tasks × classes)."""
+    the memory held of each after each task with a file (``inside.memory``'s tasks × classes)."""
     classes, shared = inside.results["tasks"], inside.results["scenario"] != "class"
     columns = [(t, local) for t, task_classes in enumerate(classes) for local in range(len(task_classes))]
     labels = [f"T{t + 1}:{classes[t][local]}" if shared else str(classes[t][local]) for t, local in columns]
     table = np.zeros((len(inside.memory), len(columns)), dtype=np.int64)
-    for i, rows in enumerate(inside.memory):
+    for i, rows in enumerate(inside.memory.values()):
         for c, (t, local) in enumerate(columns):
             table[i, c] = rows[t, local] if t < rows.shape[0] and local < rows.shape[1] else 0
     return labels, table
@@ -144,8 +173,8 @@ def figure_specs(inside: Inside, label: str, prefix: str = "") -> list[tuple[str
     from lifelong import figures  # matplotlib only when figures are drawn
 
     specs = []
-    tasks = [t + 1 for t in inside.tasks]
     if inside.importance:
+        tasks = [t + 1 for t in importance_tasks(inside)]
         names, edges, counts, zeros = importance_histograms(inside)
         specs.append((f"{prefix}importance_histograms", f"{label}: importance per layer",
                       "Distribution of the importance the method's penalty gives each parameter of a layer (its Ω "
@@ -157,7 +186,7 @@ def figure_specs(inside: Inside, label: str, prefix: str = "") -> list[tuple[str
                       f"Left: mean importance of each layer after each task. Right: share of each layer's parameters "
                       f"whose importance exceeds {THRESHOLDS[1]:g} × the largest at the last task.",
                       figures.importance_growth, ([r["layer"] for r in rows], [r["mean_per_task"] for r in rows],
-                                                  _shares_per_task(inside, THRESHOLDS[1]), tasks)))
+                                                  shares_per_task(inside, THRESHOLDS[1]), tasks)))
     if inside.ownership:
         specs.append((f"{prefix}filter_ownership", f"{label}: filters owned per task",
                       "gs-mask: filters of each conv layer owned by each task (frozen for the later ones) and still "
@@ -167,18 +196,21 @@ def figure_specs(inside: Inside, label: str, prefix: str = "") -> list[tuple[str
         specs.append((f"{prefix}mask_sparsity", f"{label}: mask sparsity",
                       "MARK: share of each task's mask values below 0.01 (channels of a KB block switched off), on "
                       "its training data.", figures.sparsity_matrix,
-                      (np.array(inside.mask_sparsity), tasks, "KB block", "task")))
+                      (np.array(list(inside.mask_sparsity.values())), [t + 1 for t in inside.mask_sparsity],
+                       "KB block", "task")))
     if inside.activation_sparsity:
         specs.append((f"{prefix}activation_sparsity", f"{label}: activation sparsity",
                       "SLNI: share of zero activations of each hidden layer on the task's training data, after "
                       "each task.", figures.sparsity_matrix,
-                      (np.array(inside.activation_sparsity), tasks, "hidden layer", "after task")))
+                      (np.array(list(inside.activation_sparsity.values())), [t + 1 for t in inside.activation_sparsity],
+                       "hidden layer", "after task")))
     if inside.memory:
         labels, table = memory_by_class(inside)
         specs.append((f"{prefix}memory_classes", f"{label}: replay memory by class",
                       "Rows the replay memory holds of each class after each task (stacked; classes of one task "
-                      "share a colour family).",
-                      figures.memory_classes, (labels, table, [len(c) for c in inside.results["tasks"]], tasks)))
+                      "share a colour, each its own hatch).",
+                      figures.memory_classes, (labels, table, [len(c) for c in inside.results["tasks"]],
+                                               [t + 1 for t in inside.memory])))
     probe = probe_rows(inside)
     if probe is not None:
         specs.append((f"{prefix}probe", f"{label}: head against features",
@@ -188,25 +220,19 @@ def figure_specs(inside: Inside, label: str, prefix: str = "") -> list[tuple[str
     return specs
 
 
-def _shares_per_task(inside: Inside, threshold: float) -> list[list[float]]:
-    top = max((float(v[-1].max()) for v in inside.importance.values() if v[-1].size), default=0.0)
-    return [[float((v > threshold * top).mean()) if top > 0 else 0.0 for v in values]
-            for values in inside.importance.values()]
-
-
 # --- lifelong inspect ---
 def tables(inside: Inside) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table the run's records allow, as text."""
     out = []
-    tasks = [f"T{t + 1}" for t in inside.tasks]
     if inside.importance:
-        rows = importance_summary(inside)
-        out.append((f"Importance per layer after task {inside.tasks[-1] + 1} (shares above t × the largest)",
+        rows, tasks = importance_summary(inside), [f"T{t + 1}" for t in importance_tasks(inside)]
+        out.append((f"Importance per layer after task {importance_tasks(inside)[-1] + 1} (shares above t × the "
+                    "largest)",
                     ["layer", "params", "mean", "median", "max", *[f"> {t:g}" for t in THRESHOLDS]],
                     [[r["layer"], str(r["parameters"]), f"{r['mean']:.3g}", f"{r['median']:.3g}", f"{r['max']:.3g}",
                       *[f"{100 * a:.1f}%" for a in r["above"]]] for r in rows]))
         out.append(("Mean importance per layer after each task", ["layer", *tasks],
-                    [[r["layer"], *[f"{m:.3g}" for m in r["mean_per_task"]]] for r in rows]))
+                    [[r["layer"], *[f"{m:.3g}" if m == m else "" for m in r["mean_per_task"]]] for r in rows]))
     if inside.ownership:
         owned, free = inside.ownership[-1], inside.filters
         out.append(("gs-mask: filters owned per task per layer, after the last task",
@@ -218,8 +244,8 @@ def tables(inside: Inside) -> list[tuple[str, list[str], list[list[str]]]]:
                                   ("SLNI: activation sparsity (share of zero activations) after each task",
                                    inside.activation_sparsity, "layer")):
         if values:
-            out.append((title, ["task", *[f"{column} {k + 1}" for k in range(len(values[0]))]],
-                        [[task, *[f"{100 * v:.1f}%" for v in row]] for task, row in zip(tasks, values)]))
+            out.append((title, ["task", *[f"{column} {k + 1}" for k in range(len(next(iter(values.values()))))]],
+                        [[f"T{t + 1}", *[f"{100 * v:.1f}%" for v in row]] for t, row in values.items()]))
     if inside.memory:
         labels, table = memory_by_class(inside)
         if len(labels) > 20:  # per task's classes: one column per task
@@ -228,7 +254,7 @@ def tables(inside: Inside) -> list[tuple[str, list[str], list[list[str]]]]:
             table = np.stack([table[:, e - s : e].sum(1) for s, e in zip(sizes, ends)], 1)
             labels = [f"T{t + 1} classes" for t in range(len(sizes))]
         out.append(("Replay memory: rows held per class after each task", ["after", *labels, "total"],
-                    [[task, *map(str, row), str(int(row.sum()))] for task, row in zip(tasks, table)]))
+                    [[f"T{t + 1}", *map(str, row), str(int(row.sum()))] for t, row in zip(inside.memory, table)]))
     probe = probe_rows(inside)
     if probe is not None:
         acc, probed = probe
