@@ -228,11 +228,13 @@ def importance_histograms(names: Sequence[str], edges: np.ndarray, counts: Seque
 
 def importance_growth(layers: Sequence[str], means: Sequence[Sequence[float]], shares: Sequence[Sequence[float]],
                       tasks: Sequence[int]) -> Figure:
-    """Left: each layer's mean importance after each task (log scale); right: its share above the threshold."""
+    """Left: each layer's mean importance after each task (log scale; a layer no term reaches yet is left out
+    there); right: its share above the threshold."""
     fig = _figure(9.0, 3.8)
     left, right = fig.subplots(1, 2)
     for k, (layer, mean, share) in enumerate(zip(layers, means, shares)):
-        left.plot(tasks, np.maximum(mean, 1e-30), label=layer, **_series(k))
+        mean = np.asarray(mean, dtype=float)
+        left.plot(tasks, np.where(mean > 0, mean, np.nan), label=layer, **_series(k))  # none yet: not drawn
         right.plot(tasks, share, **_series(k))
     left.set_yscale("log")
     left.set_ylabel("mean importance")
