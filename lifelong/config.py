@@ -150,6 +150,8 @@ class TrainConfig(Strict):
                                 "default); not part of the run's identity")
     eval_every: Int | None = Field(None, gt=0, description="training samples between anytime evaluations (accuracy "
                                    "on every task seen so far); none = only after each task")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="training arithmetic: fp32, or autocast "
+                                                      "to bf16 / fp16 (fp16 with loss scaling; CUDA and CPU)")
     probe: bool = Field(False, description="after each task, the linear-probe accuracy of the frozen features on "
                         "every task (docs/inspect.md); trains nothing of the method")
 
@@ -315,7 +317,8 @@ def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
                                                 ("data", "normalize", True), ("train", "reset_optimizer", True),
                                                 ("train", "online", False), ("train", "boundaries", "given"),
-                                                ("train", "eval_every", None), ("train", "probe", False)]
+                                                ("train", "eval_every", None), ("train", "probe", False),
+                                                ("train", "precision", "fp32")]
 
 
 def _validate_section(name: str, params_class: type[BaseModel], section: Any) -> dict[str, Any]:

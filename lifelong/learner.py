@@ -243,7 +243,8 @@ class Learner:
         """One step of the method on ``batch``; returns the detached loss."""
         if not self.model.training:  # an evaluation came in between
             self.model.train()
-        return self.method.train_batch(batch)
+        with self.method.train_context():  # train.precision: autocast (Method.train_context)
+            return self.method.train_batch(batch)
 
     def finish_task(self, train: TaskView, told: bool = True) -> None:
         """End the task: the method's consolidation when ``told`` (``train``: the task's training data)."""

@@ -6,6 +6,7 @@ overrides only the hooks it needs (usually ``loss`` and ``after_task``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
@@ -105,11 +106,46 @@ class Method:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.task_loss(x, y, task_ids)
-        loss.backward()
+        scaler = getattr(self, "_scaler", None)  # train.precision fp16 (see train_context())
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)  # the penalty's closed-form gradient is added unscaled
         if self.penalty is not None and self.penalty.active:
             self.penalty.add_gradient_(self.model)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            self._scaled_step = True
+            scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+            self._scaled_step = False
         return loss.detach()
+
+    # --- train.precision and memory format (issue 17; docs/configuration.md) ---
+    def train_context(self) -> contextlib.AbstractContextManager:
+        """The context the loop trains each batch in: autocast to ``train.precision`` (bf16, fp16) on the model's
+        device, and conv backbones in channels_last on CUDA (set on the first call); fp32 on the CPU: nothing."""
+        device = self.device()
+        if device.type == "cuda" and not getattr(self, "_channels_last", False):
+            self._channels_last = True
+            if any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
+                self.model.to(memory_format=torch.channels_last)
+        precision = getattr(self.train_config, "precision", "fp32")
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        if precision == "fp16" and getattr(self, "_scaler", None) is None:
+            self._scaler = torch.amp.GradScaler(device.type)
+        if precision == "fp16" and self.optimizer is not None and getattr(self, "_hooked", None) is not self.optimizer:
+            self._hooked = self.optimizer
+            self.optimizer.register_step_pre_hook(self._refuse_unscaled_step)
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    def _refuse_unscaled_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not getattr(self, "_scaled_step", False):
+            raise UserError(f"train.precision fp16 needs loss scaling, which method {self.name}'s own training step "
+                            "does not do; use train.precision bf16 (no scaling needed)")
 
     def after_task(self, task: Task, train: TaskView) -> None:
         """Consolidate after training ``task`` (importances, anchors, merging); ``train`` is its training data."""
