@@ -1,12 +1,12 @@
 """Parallel comparisons: ``--jobs 2`` against one run after another, and Ray's overhead per run against ``--jobs``.
 
-Every setting runs the same comparison (naive and EWC × seeds on the quickstart benchmark, MLP 2×400, one torch
-thread per run) as its own ``lifelong compare`` command into a fresh folder, timed from the outside (start-up,
-data loading and process starts included); the accuracy matrices must be equal across settings. Writes the
-``parallel`` section of docs/RESULTS.md.
+Every setting runs the same comparison (naive and EWC × seeds on split MNIST, MLP 2×400, one torch thread per
+run) as its own ``lifelong compare`` command into a fresh folder, timed from the outside (start-up, data loading
+and process starts included); the accuracy matrices must be equal across settings. Writes the ``parallel``
+section of docs/RESULTS.md.
 
-    .venv/bin/python benchmarks/parallel.py              # the full measurement (about 5 min on two idle cores)
-    .venv/bin/python benchmarks/parallel.py --seeds 0 --epochs 1 --no-write   # a quick check
+    .venv/bin/python benchmarks/parallel.py [--data-dir ../shared/data]   # about 6 min on two idle cores
+    .venv/bin/python benchmarks/parallel.py --benchmark quickstart --seeds 0 --no-write   # a quick check
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def compare_command(out: Path, args: argparse.Namespace, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "lifelong.cli", "compare", "--methods", "naive,ewc", "--seeds", args.seeds,
-            "--benchmark", "quickstart", "--epochs", str(args.epochs), "--out", str(out), "--set",
-            "model.hidden=[400,400]", "--set", "train.threads=1", "--set", "device=cpu", *extra]
+            "--benchmark", args.benchmark, "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--out",
+            str(out), "--set", "model.hidden=[400,400]", "--set", "train.threads=1", "--set", "device=cpu", *extra]
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -86,8 +86,10 @@ def ray_cluster(cpus: int) -> Iterator[tuple[str, dict[str, str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", default="split-mnist")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (runs = 2 methods × seeds)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray settings")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/RESULTS.md")
     args = parser.parse_args()
@@ -112,8 +114,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cores = len(os.sched_getaffinity(0))
-    lines = [f"`python benchmarks/parallel.py --seeds {args.seeds} --epochs {args.epochs}`: {runs} runs (naive, "
-             f"EWC × seeds {args.seeds}) on quickstart, MLP 2×400, {args.epochs} epochs per task, one torch thread "
+    lines = [f"`python benchmarks/parallel.py --benchmark {args.benchmark} --seeds {args.seeds} --epochs "
+             f"{args.epochs}`: {runs} runs (naive, EWC × seeds {args.seeds}) on {args.benchmark}, MLP 2×400, "
+             f"{args.epochs} epoch(s) per task, one torch thread "
              f"per run, {cores} cores; wall time of the whole `lifelong compare` command (process start, data, "
              "tables); accuracy matrices equal in every setting.", "",
              "| setting | wall s | × sequential | overhead per run vs --jobs 2 |", "|---|---|---|---|"]

@@ -1,4 +1,9 @@
-"""``--jobs N``: N runs at a time on this machine, each in a fresh process with cores // N torch threads."""
+"""``--jobs N``: N runs at a time on this machine, in N worker processes with cores // N torch threads each.
+
+A worker process trains one run after another; workers are forked from a server process that imported lifelong
+once (and never ran a torch operation, so no thread pool is forked). A worker that dies is replaced and its run
+started again, resuming from the run's last checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,15 @@ from lifelong.errors import UserError
 from lifelong.executors.base import Executor, Job, Outcome, Progress, cpu_count, run_job
 
 
-def _child(conn: Connection, config: dict[str, Any], threads: int) -> None:
-    """A worker process: one run, its outcome sent back; Ctrl-C ends it quietly (the run resumes later)."""
+def _serve(conn: Connection, threads: int) -> None:
+    """A worker process: runs the configs it receives until it receives None; Ctrl-C ends it quietly."""
     try:
-        conn.send(run_job(config, threads))
-    except KeyboardInterrupt:
+        while True:
+            config = conn.recv()
+            if config is None:
+                return
+            conn.send(run_job(config, threads))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
     finally:
         conn.close()
@@ -24,9 +33,9 @@ def _child(conn: Connection, config: dict[str, Any], threads: int) -> None:
 
 @dataclass
 class _Worker:
-    job: Job
     process: Any
     conn: Connection
+    job: Job | None = None
 
 
 class Processes(Executor):
@@ -41,53 +50,83 @@ class Processes(Executor):
         self.retries = retries
 
     def map(self, jobs: list[Job], progress: Progress | None = None) -> list[Outcome]:
-        ctx = multiprocessing.get_context("spawn")  # no forked torch threads
-        pending, running = deque(jobs), []
+        ctx = multiprocessing.get_context("forkserver")  # workers forked from a server that never ran torch
+        ctx.set_forkserver_preload(["lifelong.executors.base", "lifelong.loop"])  # imported once, not per worker
+        pending = deque(jobs)
         attempts = {job.index: 0 for job in jobs}
         outcomes: dict[int, Outcome] = {}
+        workers: list[_Worker] = []
+
+        def start() -> _Worker:
+            mine, theirs = ctx.Pipe()
+            process = ctx.Process(target=_serve, args=(theirs, self.threads), daemon=True)
+            process.start()
+            theirs.close()
+            return _Worker(process, mine)
+
         try:
-            while pending or running:
-                while pending and len(running) < self.jobs:
+            while pending or any(w.job for w in workers):
+                while pending and (len(workers) < min(self.jobs, len(jobs)) or any(w.job is None for w in workers)):
+                    idle = next((w for w in workers if w.job is None), None)
+                    if idle is None:
+                        idle = start()
+                        workers.append(idle)
                     job = pending.popleft()
                     attempts[job.index] += 1
-                    receive, send = ctx.Pipe(duplex=False)
-                    process = ctx.Process(target=_child, args=(send, job.config, self.threads), daemon=True)
-                    process.start()
-                    send.close()
-                    running.append(_Worker(job, process, receive))
-                ready = wait([w.conn for w in running] + [w.process.sentinel for w in running])
-                for worker in [w for w in running if w.conn in ready or w.process.sentinel in ready]:
+                    idle.job = job
+                    try:
+                        idle.conn.send(job.config)
+                    except (BrokenPipeError, OSError):
+                        pass  # it died while idle: noticed below as a death during this job
+                busy = [w for w in workers if w.job is not None]
+                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for worker in [w for w in busy if w.conn in ready or w.process.sentinel in ready]:
                     outcome = _receive(worker)
                     if outcome is None:
                         worker.process.join(10)  # the pipe may close just before the process exits
                         if worker.process.is_alive():
                             continue
-                    running.remove(worker)
-                    worker.conn.close()
-                    worker.process.join()
-                    index = worker.job.index
-                    if outcome is None and attempts[index] <= self.retries:
-                        pending.appendleft(worker.job)  # killed: again, resuming from its checkpoint
-                        continue
-                    if outcome is None:
-                        outcome = Outcome(error=f"its worker died {attempts[index]} times "
+                    job, worker.job = worker.job, None
+                    if outcome is None:  # killed: replace the worker; the run resumes from its checkpoint
+                        workers.remove(worker)
+                        worker.conn.close()
+                        if attempts[job.index] <= self.retries:
+                            pending.appendleft(job)
+                            continue
+                        outcome = Outcome(error=f"its worker died {attempts[job.index]} times "
                                                 f"(last exit code {worker.process.exitcode})")
-                    outcome.attempts = attempts[index]
-                    outcomes[index] = outcome
+                    outcome.attempts = attempts[job.index]
+                    outcomes[job.index] = outcome
                     if progress:
-                        progress(len(outcomes), len(jobs), worker.job.label)
+                        progress(len(outcomes), len(jobs), job.label)
         finally:
-            for worker in running:  # Ctrl-C or an error here: stop the workers; their runs resume next time
-                worker.process.terminate()
-                worker.process.join(30)
+            _stop(workers)
         return [outcomes[job.index] for job in jobs]
 
 
 def _receive(worker: _Worker) -> Outcome | None:
-    """The worker's outcome if it sent one, else None (it died before, or is about to exit)."""
+    """The worker's outcome if it sent one, else None (it died, or is about to exit)."""
     try:
         if worker.conn.poll():
             return worker.conn.recv()
     except (EOFError, OSError):
         pass
     return None
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """Idle workers are told to finish; busy ones (Ctrl-C, an error here) are terminated: their runs resume later."""
+    for worker in workers:
+        if worker.job is None:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        else:
+            worker.process.terminate()
+    for worker in workers:
+        worker.process.join(30)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(10)
+        worker.conn.close()
