@@ -483,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lifelong: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if run_dir is not None and (run_dir / "config.yaml").is_file():
+        if args.command in ("compare", "sweep"):
+            print(f"lifelong: interrupted; run the same `lifelong {args.command}` again: finished runs are reused and "
+                  "interrupted ones resume from their last checkpoint", file=sys.stderr)
+        elif run_dir is not None and (run_dir / "config.yaml").is_file():
             print(f"lifelong: interrupted; continue with `lifelong resume {run_dir}`", file=sys.stderr)
         else:
             print("lifelong: interrupted before anything was saved; run the command again", file=sys.stderr)

@@ -110,3 +110,12 @@ def test_plan_then_run_each_file_then_collect(tmp_path, capsys):
     collected = next(tmp_path.glob("compare-*/summary.md")).read_text()
     assert main(["compare", *flags]) == 0  # the same comparison run here reuses them: the same table
     assert next(tmp_path.glob("compare-*/summary.md")).read_text() == collected
+
+
+def test_ctrl_c_during_a_comparison_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "run_experiment", interrupted)
+    assert main(["compare", "--methods", "naive", "--out", str(tmp_path)]) == 130
+    assert "run the same `lifelong compare` again" in capsys.readouterr().err
