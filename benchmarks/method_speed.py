@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     sections: list[str] = []
     readings: list[str] = []
+    conv_sections: list[str] = []  # written to their own section (conv-importance) of docs/RESULTS.md
+    conv_readings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lifelong-method-speed-") as out:
         if "step" not in skip:
             log(f"1. step time: {', '.join(names)}")
@@ -390,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                 costs, epochs, samples, block = measure_importance(conv_names, args.data_dir, out, conv_fraction,
                                                                    args.warm_steps, repeats, wait, model=model)
                 table, reading = importance_table(costs, epochs, samples)
-                readings.append(f"{model}: {reading}")
-                sections += [f"### 2b. Importance cost on `{model}` against one naive epoch", "",
+                conv_readings.append(f"{model}: {reading}")
+                conv_sections += [f"### Importance cost on `{model}` against one naive epoch", "",
                              "The same measurement on a conv backbone: Fashion-MNIST read at 3×32×32 "
                              f"(`data.rgb32`), the first task of split-fmnist at train fraction {conv_fraction} "
                              f"({samples:,} samples), batch 128, Adam lr 1e-3. Median of {repeats}, interleaved. "
@@ -414,6 +416,18 @@ def main(argv: list[str] | None = None) -> int:
                                        else sys.argv[0], *sys.argv[1:]])
     machine = (f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
                f"torch.set_num_threads({args.threads}), Python {platform.python_version()}")
+    conv_markdown = "\n".join([
+        "## Importance on convolutional backbones",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine}. Command: `{command}` (took "
+        f"{elapsed / 60:.1f} min). Goal (issue 22): every importance ≤ 1 naive epoch of the same data.",
+        "",
+        "Readings:",
+        "",
+        *[f"- {r}" for r in conv_readings],
+        "",
+        *conv_sections,
+    ])
     markdown = "\n".join([
         "## Method speed: cost of each method over naive fine-tuning",
         "",
@@ -434,9 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print()
     print(markdown)
+    if conv_sections:
+        print(conv_markdown)
     if not (args.quick or args.no_write):
-        path = update_section("method-speed", markdown)
-        print(f"\nwritten to {path}")
+        if sections:
+            print(f"\nwritten to {update_section('method-speed', markdown)}")
+        if conv_sections:
+            print(f"\nwritten to {update_section('conv-importance', conv_markdown)}")
     return 0
 
 
