@@ -374,8 +374,10 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
         console.print(f"failed: {escape(f['variant'])} seed {f['seed']}: {escape(f['error'])}", soft_wrap=True)
     console.print(f"Tables written to {out_dir}/summary.md and summary.csv; figures: lifelong report {out_dir}")
     if failed:
-        raise UserError(f"{len(failed)} of {len(entries)} runs {'are not finished' if args.collect else 'failed'}; "
-                        f"their errors are listed above and in {out_dir / 'summary.md'}")
+        first = failed[0]
+        raise UserError(f"{len(failed)} of {len(entries)} runs {'are not finished' if args.collect else 'failed'} "
+                        f"(first: {first['variant']} seed {first['seed']}: {first['error']}); all are listed in "
+                        f"{out_dir / 'summary.md'}")
 
 
 def _sweep(console: Console, args: argparse.Namespace) -> None:
