@@ -124,7 +124,8 @@ def written(runs):
 
 def test_report_writes_one_self_contained_html_and_the_figures(written):
     folder = written.parent / "report_figures"
-    names = {"accuracy_matrix", "task_accuracy", "forgetting", "validation_accuracy", "order_sweep"}
+    names = {"accuracy_matrix", "task_accuracy", "forgetting", "validation_accuracy", "order_sweep",
+             "inside1_importance_histograms", "inside1_importance_growth"}  # inside: ewc's diagnostics (issue 21)
     assert {p.stem for p in folder.glob("*.png")} == names == {p.stem for p in folder.glob("*.svg")}
     for path in folder.glob("*.png"):
         assert min(png(path.read_bytes()).size) > 200
