@@ -105,3 +105,12 @@ def test_an_unknown_logger_is_a_user_error():
 
     with pytest.raises(UserError, match="unknown logger 'wandb'; valid: none, tensorboard"):
         build_config({"logger": "wandb"})
+
+
+def test_tensorboard_keeps_anytime_and_probe_points_apart_from_the_task_steps(tiny):
+    pytest.importorskip("tensorboard", reason="the optional extra lifelong[tensorboard] is not installed")
+    run_dir, results = run(tiny(logger="tensorboard", train={"epochs": 1, "eval_every": 200, "probe": True}))
+    logged = scalars(run_dir)
+    assert [s for s, _ in logged["test_acc/task_1"]] == [0, 1, 2, 3]  # anytime points are not task steps
+    assert logged["probe_acc/task_2"][-1] == (3, pytest.approx(results["probe_matrix"][-1][1], abs=1e-6))
+    assert [s for s, _ in logged["anytime/acc"]] == results["anytime"]["samples"]

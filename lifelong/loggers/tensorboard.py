@@ -13,8 +13,9 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class TensorBoardLogger(Logger):
-    """Scalars ``train/loss`` and ``val/acc`` against the epoch count over the whole run, ``test_acc/task_<j>``
-    after every task (step = tasks trained so far; 0 = untrained network); rebuilt from the history on resume."""
+    """Scalars ``train/loss`` and ``val/acc`` against the epoch count over the whole run, ``test_acc/task_<j>`` (and
+    ``probe_acc/task_<j>``) after every task (step = tasks trained so far; 0 = untrained network), ``anytime/acc``
+    against the training rows seen; rebuilt from the history on resume."""
 
     name = "tensorboard"
     description = "TensorBoard event files in RUN_DIR/tensorboard (pip install 'lifelong[tensorboard]')"
@@ -38,10 +39,14 @@ class TensorBoardLogger(Logger):
             self.writer.add_scalar("train/loss", record["train_loss"], self.epochs)
             if "val_acc" in record:
                 self.writer.add_scalar("val/acc", record["val_acc"], self.epochs)
-        else:  # random_init (step 0) or task (step = tasks trained)
+        elif record["event"] == "anytime":  # step = training rows seen (train.eval_every)
+            self.writer.add_scalar("anytime/acc", sum(record["acc"]) / len(record["acc"]), record["samples"])
+        elif record["event"] in ("random_init", "task"):  # step 0, then the number of tasks trained
             self.tasks += record["event"] == "task"
             for j, acc in enumerate(record["acc"]):
                 self.writer.add_scalar(f"test_acc/task_{j + 1}", acc, self.tasks)
+            for j, acc in enumerate(record.get("probe", [])):  # train.probe
+                self.writer.add_scalar(f"probe_acc/task_{j + 1}", acc, self.tasks)
         self.writer.flush()
 
     def finish(self, results: dict[str, Any] | None, files: dict[str, Path]) -> None:
