@@ -359,6 +359,9 @@ def _resume_locked(run_dir: Path, progress: bool) -> dict[str, Any]:
     finished = store.read_finished(run_dir, cfg)
     if finished is not None:
         return finished
+    if (run_dir / "serve").is_dir():  # a service started from a config: its versions are not a run's epochs
+        raise UserError(f"'{run_dir}' is a service's directory, not an interrupted run; run the "
+                        "`lifelong serve` command that started it again to continue it (docs/serve.md)")
     if not (run_dir / store.CHECKPOINT_FILE).exists():  # else the checkpoint's config tells what differs
         store.check_directory_name(run_dir, cfg)
     try:

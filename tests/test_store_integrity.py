@@ -149,3 +149,18 @@ def test_run_files_follow_the_umask(tiny):
     for name in ("config.yaml", "results.json", "checkpoint.pt", "metrics.jsonl"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name
     assert Path(run_dir).is_dir()
+
+
+def test_resume_refuses_a_service_directory(tmp_path):
+    """A directory lifelong serve made from a config holds a config.yaml but no run to continue."""
+    import lifelong
+    from lifelong import store
+    from lifelong.config import build_config
+    from lifelong.errors import UserError
+
+    cfg = build_config({"out": str(tmp_path)})
+    run_dir = tmp_path / "serve-quickstart-naive-seed0-00000000"
+    store.write_config(run_dir, cfg)
+    (run_dir / "serve").mkdir()
+    with pytest.raises(UserError, match="service's directory"):
+        lifelong.resume(run_dir)
