@@ -88,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", default="split-mnist")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (runs = 2 methods × seeds)")
+    parser.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds (runs = 2 methods × seeds)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray settings")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/RESULTS.md")
