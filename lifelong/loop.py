@@ -45,6 +45,7 @@ class LoopState:
     metrics_lines: int = 0
     samples: int = 0  # training rows seen so far, over every task (anytime evaluation counts them)
     anytime: list[dict[str, Any]] = field(default_factory=list)  # {"samples", "task", "acc": [tasks seen]}
+    val_rows: list[list[float]] = field(default_factory=list)  # validation accuracy of every task after each task
     probe_init: list[float] = field(default_factory=list)  # train.probe: linear-probe accuracy, untrained network
     probe_rows: list[list[float]] = field(default_factory=list)  # train.probe: one row per task, like acc_rows
 
@@ -241,6 +242,9 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         row = evaluate_all()
         state.acc_rows.append(row)
         record = {"event": "task", "task": task.id, "acc": row, **method.task_log()}
+        if all(v is not None for v in val_views):  # what a sweep selects on (never the test rows)
+            state.val_rows.append([evaluate(learner, v, cfg.train.eval_batch_size) for v in val_views])
+            record["val_acc"] = state.val_rows[-1]
         if cfg.train.probe:
             state.probe_rows.append(probe_all())
             record["probe"] = state.probe_rows[-1]
@@ -301,6 +305,8 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
     }
     if getattr(benchmark, "data_sha256", None):
         results["data_sha256"] = benchmark.data_sha256  # the user's files the run read
+    if state.val_rows:
+        results["val_acc_matrix"] = state.val_rows
     if cfg.train.probe:  # issue 21
         results["probe_matrix"], results["probe_random_init"] = state.probe_rows, state.probe_init
     if cfg.train.eval_every:

@@ -185,3 +185,15 @@ def test_a_diverging_run_stops_with_a_user_error_at_its_last_checkpoint(tiny):
     with pytest.raises(UserError, match=r"training diverged: the loss of task 1, epoch \d is (nan|inf).*train.lr"):
         lifelong.run(cfg)
     assert not any(r["event"] == "task" for r in store.read_metrics(next((Path(cfg["out"])).iterdir())))
+
+
+def test_validation_accuracy_of_every_task_after_each_task(tiny):
+    """val_acc_matrix: what a sweep selects on, shaped like acc_matrix, from the validation rows only."""
+    import lifelong
+
+    _, results = lifelong.run(tiny())
+    matrix = results["val_acc_matrix"]
+    assert len(matrix) == len(results["acc_matrix"]) and all(len(r) == len(results["tasks"]) for r in matrix)
+    assert all(0.0 <= a <= 1.0 for row in matrix for a in row) and matrix != results["acc_matrix"]
+    _, without = lifelong.run(tiny(data={"validation": 0.0}))
+    assert "val_acc_matrix" not in without
