@@ -31,7 +31,7 @@ def config(method: str, boundaries: str, seed: int, data_dir: str, out: str, eve
         "method": method, "seed": seed, "device": "cpu", "out": out,
         "data": {"benchmark": "split-mnist", "scenario": "class", "data_dir": data_dir, "validation": 0.0},
         "train": {"online": True, "batch_size": 10, "optimizer": "sgd", "lr": 0.05, "eval_every": every,
-                  "boundaries": boundaries},
+                  "boundaries": boundaries, "threads": 1},
     }
     if method in REHEARSAL:
         raw["memory"] = {"size": 500, "batch_size": 10}
