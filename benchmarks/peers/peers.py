@@ -358,6 +358,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--from-pairs", type=Path, help="write the section from the pairs.jsonl of an earlier "
                         "(e.g. interrupted) invocation instead of running anything")
+    parser.add_argument("--note", default="", help="a sentence added after the command (e.g. the machine's state)")
     args = parser.parse_args()
     args.protocols = [p for p in args.protocols.split(",") if p]
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -374,7 +375,9 @@ def main() -> None:
         parser.error("--tasks must be 1 to 5")
     args.work = args.work.resolve()
     args.data_dir = args.data_dir.resolve()
-    command = shlex.join(["python", "benchmarks/peers/peers.py", *sys.argv[1:]])
+    shown = [a for i, a in enumerate(sys.argv[1:]) if not (a == "--note" or a.startswith("--note=")
+                                                            or (i and sys.argv[i] == "--note"))]
+    command = shlex.join(["python", "benchmarks/peers/peers.py", *shown])  # the note is printed after it
     if args.from_pairs:
         write(args, *from_pairs(args, command))
         return
@@ -434,7 +437,7 @@ def from_pairs(args: argparse.Namespace, command: str) -> tuple[dict[tuple, dict
 
 
 def write(args: argparse.Namespace, pairs: dict[tuple, dict[str, dict[str, Any]]], how: str) -> None:
-    text = section(args, pairs, how)
+    text = section(args, pairs, f"{how} {args.note}".strip())
     print("\n" + text)
     if not args.no_write:
         update_section(SECTION, text)
