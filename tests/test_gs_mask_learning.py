@@ -106,3 +106,30 @@ def test_a_short_run_learns_every_task_with_filters_of_its_own(tmp_path):
     diagonal = [results["acc_matrix"][t][t] for t in range(3)]
     assert min(diagonal) > 0.8, diagonal
     assert results["bwt"] == 0.0
+
+
+def test_validation_during_a_task_uses_fresh_statistics_and_leaves_the_results_alone():
+    method, views = make("adam", meta_learn=False)
+    twin, _ = make("adam", meta_learn=False)
+    x = views[0].inputs(torch.arange(40))
+    for m in (method, twin):
+        m.before_task(views[0].task)
+        m.model.train()
+        m.before_epoch(views[0].task, views[0], 0)
+        for k in range(3):
+            index = torch.arange(k * 20, (k + 1) * 20)
+            m.train_step(views[0].inputs(index), views[0].targets[index], 0)
+    method.model.eval()
+    with torch.no_grad():
+        seen = method.predict(x, 0)  # what the loop's validation sees mid-task
+    reference, _ = make("adam", meta_learn=False)
+    reference.model.load_state_dict(twin.model.state_dict())
+    reference.ownership.load_state_dict(twin.ownership.state_dict())
+    reference.current = 0
+    reference.recompute_statistics(0, views[0])
+    reference.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(seen, reference.predict(x, 0))
+    for m in (method, twin):
+        m.after_task(views[0].task, views[0])
+    assert all(torch.equal(a, b) for a, b in zip(method.model.state_dict().values(), twin.model.state_dict().values()))

@@ -119,6 +119,8 @@ class GSMask(Method):
         self.current: int | None = None  # the task being trained
         self.done = 0  # tasks finished
         self.log: dict[str, Any] = {}
+        self.view: TaskView | None = None  # the current task's training data (for its BatchNorm statistics)
+        self.stale = False  # the current task's statistics lag behind steps taken since they were computed
         with torch.no_grad():
             self.meta_head = nn.Linear(self.net.out_features, self.params.ways).to(self.net.convs[0].weight.device)
 
@@ -168,24 +170,32 @@ class GSMask(Method):
             sizes = step_sizes(self.optimizer, weights)
             group_soft_threshold_(weights, [size * p.c * beta for size, beta in zip(sizes, p.betas)])
         self.ownership.restore(on)
+        self.stale = True
         return loss.detach()
 
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """Task ``task_id``'s logits with only its filters on, in chunks of 256 rows (larger batches of 28×28×32
         maps run ~2× slower per row on the CPU)."""
+        if task_id == self.current and self.stale and self.view is not None:  # validation during training
+            self.recompute_statistics(task_id, self.view)
         masks = self.ownership.masks(task_id, training=task_id == self.current)
         return torch.cat([self.model.logits(self.net(chunk, task_id, masks), task_id) for chunk in x.split(256)])
 
     def recompute_statistics(self, task_id: int, train: TaskView, rows: int = 2048, batch_size: int = 256) -> None:
         """Task ``task_id``'s BatchNorm statistics over its training data (every k-th row, at most ``rows``), with
-        its final filters."""
+        its filters as they are now (none without data)."""
+        if task_id == self.current:
+            self.stale = False
+        if len(train) == 0:
+            return
         masks = self.ownership.masks(task_id, training=True)
         index = torch.arange(0, len(train), -(-len(train) // rows), device=train.images.device)
         batches = (train.inputs(index[i:i + batch_size]) for i in range(0, len(index), batch_size))
         self.net.recompute_statistics_(batches, task_id, masks)
 
     def before_epoch(self, task: Task, train: TaskView, epoch: int) -> None:
-        p = self.params
+        """Keep the task's training data (for its statistics), then the meta phase when one is due."""
+        self.view, p = train, self.params
         if not p.meta_learn or epoch == 0 or epoch % p.meta_every:
             return
         sampler = meta.MiniTaskSampler(train, p.ways, p.shots)
@@ -223,6 +233,7 @@ class GSMask(Method):
         free_before = self.ownership.claim(task.id)
         self.freeze_task(task.id)
         self.current, self.done, self.optimizer = None, task.id + 1, None  # a later task makes its own optimizer
+        self.view, self.stale = None, False
         self.log = self.ownership.record(task.id, free_before, self.params.min_free_share)
         if "low_capacity" in self.log:
             warnings.warn(f"gs-mask: {self.log['low_capacity']}", stacklevel=2)
