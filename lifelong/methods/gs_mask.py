@@ -102,6 +102,7 @@ class GSMask(Method):
                    "network gs-conv is the default)")
     Params = Params
     default_model = "gs-conv"  # the model when the config names none (config.py); naming another is an error
+    scenarios = ("task",)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
