@@ -94,6 +94,13 @@ def measured(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[dict[str, A
     return results, seen[run_dir.name]
 
 
+def ledger_minutes(args: argparse.Namespace) -> float:
+    """CPU minutes of every run this script measured in ``--out``."""
+    ledger = Path(args.out) / "cpu-seconds.json"
+    seen = json.loads(ledger.read_text()) if ledger.is_file() else {}
+    return sum(v for v in seen.values() if v) / 60
+
+
 def mean_std(values: list[float], scale: float = 100.0) -> str:
     mean = statistics.fmean(values) * scale
     std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
@@ -113,8 +120,30 @@ def variants(baselines: list[str]) -> list[tuple[str, str, bool]]:
             *[(named[b], b, False) for b in baselines]]
 
 
+def summary(found: dict[str, tuple[list[dict[str, Any]], list[float | None]]]) -> str:
+    """One sentence of what the table shows: capacity sharing, the meta phases' cost, gs-mask's cost against EWC."""
+    def mean_cpu(label: str) -> float | None:
+        cpu = [c for c in found.get(label, ([], []))[1] if c is not None]
+        return statistics.fmean(cpu) if cpu else None
+
+    results = found.get("gs-mask, no meta-iteration", ([], []))[0]
+    if not results:
+        return ""
+    shares = [r["method_info"]["share_used_per_task"] for r in results]
+    first = statistics.fmean(s[0] for s in shares)
+    later = statistics.fmean(sum(s[1:]) for s in shares)
+    text = (f"gs-mask (no meta-iteration): the first task owns {100 * first:.0f}% of the filters, the later tasks "
+            f"{100 * later:.0f}% together, {100 * (1 - first - later):.0f}% stay free.")
+    meta, plain, ewc = mean_cpu("gs-mask, meta-iteration"), mean_cpu("gs-mask, no meta-iteration"), mean_cpu("ewc")
+    if meta and plain:
+        text += f" The meta phases multiply gs-mask's run CPU seconds by {meta / plain:.1f}."
+    if plain and ewc:
+        text += f" gs-mask without them costs {plain / ewc:.1f}× EWC's run in CPU seconds."
+    return text
+
+
 def table(args: argparse.Namespace, benchmark: str, seeds: list[int], baselines: list[str]) -> list[str]:
-    rows = []
+    rows, found = [], {}
     for label, method, meta in variants(baselines):
         results, seconds = [], []
         for seed in seeds:
@@ -132,6 +161,7 @@ def table(args: argparse.Namespace, benchmark: str, seeds: list[int], baselines:
         if not results:
             rows.append(f"| {label} | diverged | | | | |")
             continue
+        found[label.split(" (")[0]] = (results, seconds)
         owned = owned_shares(results) if method == "gs-mask" else "n/a"
         cpu = [s for s in seconds if s is not None]
         rows.append(f"| {label} | {mean_std([r['acc'] for r in results])} | {mean_std([r['bwt'] for r in results])} "
@@ -139,7 +169,7 @@ def table(args: argparse.Namespace, benchmark: str, seeds: list[int], baselines:
                     f"{f'{statistics.fmean(cpu):.0f}' if cpu else '—'} |")
     return [f"### {benchmark} (seeds {','.join(map(str, seeds))})", "",
             "| variant | ACC % | BWT % | filters owned per task, % of 128 (task 1 / 2 / …) | train s | run CPU s |",
-            "|---|---|---|---|---|---|", *rows, ""]
+            "|---|---|---|---|---|---|", *rows, "", summary(found), ""]
 
 
 def parse() -> argparse.Namespace:
@@ -205,7 +235,8 @@ def main() -> int:
         "## gs-mask (document 000): group-sparse filter masks, with and without meta-iteration, beside EWC, MAS, MARK",
         "",
         f"Command: `{command}` (from the repository root; this invocation took {(time.time() - started) / 60:.1f} "
-        f"min, finished runs reused; torch {torch.__version__}, torch.set_num_threads({args.threads}), "
+        f"min, finished runs reused; the runs took {ledger_minutes(args):.0f} CPU minutes in all; torch "
+        f"{torch.__version__}, torch.set_num_threads({args.threads}), "
         f"{platform.machine()}, {os.cpu_count()} CPUs). Mean ± sample std over seeds.",
         "",
         f"Protocol: {protocol}. EWC and MAS: the 2×400 MLP at their defaults; MARK: configs/mark_split_mnist.yml "
