@@ -4,12 +4,10 @@ and the proximal step follows the optimizer's step size, so later tasks get filt
 
 import pytest
 import torch
-import torch.nn.functional as F
+from test_gs_mask import make, shrink, train
 
 import lifelong
 from lifelong.methods.gs_mask import step_sizes
-
-from test_gs_mask import make, shrink, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
