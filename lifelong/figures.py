@@ -83,12 +83,8 @@ def accuracy_matrices(labels: Sequence[str], means: Sequence[np.ndarray]) -> Fig
     return fig
 
 
-def task_accuracy(labels: Sequence[str], means: Sequence[np.ndarray], stds: Sequence[np.ndarray]) -> Figure:
-    """One panel per task: its accuracy before training (0) and after each task, one line per variant.
-
-    ``means[k]`` / ``stds[k]`` are (T + 1) × T: row 0 the untrained network, row i after training task i.
-    """
-    T = means[0].shape[1]
+def _task_panels(T: int) -> tuple[Figure, np.ndarray, np.ndarray]:
+    """A grid of one accuracy panel per task over x = init, 1..T, each with a dotted line where its task trains."""
     rows, cols = _grid(T, 5)
     fig = _figure(2.9 * cols, 2.5 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
@@ -97,15 +93,25 @@ def task_accuracy(labels: Sequence[str], means: Sequence[np.ndarray], stds: Sequ
     x = np.arange(T + 1)
     for j, ax in enumerate(axes.flat[:T]):
         ax.axvline(j + 1, color="0.6", linestyle=":", linewidth=1.2)
-        for k, (label, mean, std) in enumerate(zip(labels, means, stds)):
-            ax.errorbar(x, mean[:, j], yerr=std[:, j], label=label, capsize=2, **_series(k))
-        ax.set_title(f"task {j + 1} (trained at {j + 1}, dotted)")
         ax.set_xticks(x, ["init"] + [str(t) for t in x[1:]])
         ax.set_xlabel("after training task")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy")
+    return fig, axes, x
+
+
+def task_accuracy(labels: Sequence[str], means: Sequence[np.ndarray], stds: Sequence[np.ndarray]) -> Figure:
+    """One panel per task: its accuracy before training (0) and after each task, one line per variant.
+
+    ``means[k]`` / ``stds[k]`` are (T + 1) × T: row 0 the untrained network, row i after training task i.
+    """
+    fig, axes, x = _task_panels(means[0].shape[1])
+    for j, ax in enumerate(axes.flat[: len(x) - 1]):
+        for k, (label, mean, std) in enumerate(zip(labels, means, stds)):
+            ax.errorbar(x, mean[:, j], yerr=std[:, j], label=label, capsize=2, **_series(k))
+        ax.set_title(f"task {j + 1} (trained at {j + 1}, dotted)")
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=_legend_columns(labels, fig.get_figwidth()))
     return fig
@@ -313,23 +319,10 @@ def memory_classes(labels: Sequence[str], table: np.ndarray, task_sizes: Sequenc
 def probe(acc: np.ndarray, probed: np.ndarray) -> Figure:
     """One panel per task: the method's accuracy (solid) and the linear probe's (dashed) before training and after
     each task; ``acc`` and ``probed`` are (T + 1) × T."""
-    T = acc.shape[1]
-    rows, cols = _grid(T, 5)
-    fig = _figure(2.9 * cols, 2.5 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
-    for ax in axes.flat[T:]:
-        ax.set_visible(False)
-    x = np.arange(T + 1)
-    for j, ax in enumerate(axes.flat[:T]):
-        ax.axvline(j + 1, color="0.6", linestyle=":", linewidth=1.2)
+    fig, axes, x = _task_panels(acc.shape[1])
+    for j, ax in enumerate(axes.flat[: len(x) - 1]):
         ax.plot(x, acc[:, j], label="method (head)", **_series(0))
         ax.plot(x, probed[:, j], label="linear probe (features)", **{**_series(1), "linestyle": "--"})
         ax.set_title(f"task {j + 1}")
-        ax.set_xticks(x, ["init"] + [str(t) for t in x[1:]])
-        ax.set_xlabel("after training task")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
     return fig

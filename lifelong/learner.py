@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,13 @@ class UserBackbone(nn.Module):
         return self.module(x).flatten(1)
 
 
+@dataclass(frozen=True, eq=False)
 class UserNetworkFactory(NetworkFactory):
     """Networks around the user's module: the first is the module itself, later ones (a method's fresh network
     or teacher) are copies with every layer that can reset its parameters reset."""
 
-    def __init__(self, module: nn.Module, in_shape: tuple[int, ...], scenario: str, class_counts: list[int],
-                 head_seed: int, device: torch.device):
-        super().__init__("user", {}, tuple(in_shape), scenario, list(class_counts), head_seed, device)
-        object.__setattr__(self, "module", module.to(device))
-        object.__setattr__(self, "built", [0])
+    module: nn.Module | None = None
+    built: list[int] = field(default_factory=lambda: [0])  # networks made so far
 
     def __call__(self, backbone: str | None = None, **options: Any) -> Network:
         if backbone is not None:  # a network a method names (mark's KB)
@@ -181,7 +180,8 @@ class Learner:
         torch.manual_seed(cfg.seed)
         target = resolve_device(cfg.device)
         if isinstance(model, nn.Module):
-            factory: NetworkFactory = UserNetworkFactory(model, shape, scenario, counts, cfg.seed, target)
+            factory: NetworkFactory = UserNetworkFactory("user", {}, shape, scenario, counts, cfg.seed, target,
+                                                         module=model.to(target))
             backbone = None
         else:
             if len(backbone_shape) != 3:

@@ -164,7 +164,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     def evaluate_all() -> list[float]:
         return [evaluate(learner, v, cfg.train.eval_batch_size) for v in test_views]
 
-    def probe_all() -> list[float]:  # issue 21: the frozen features' linear-probe accuracy on every task
+    def probe_all() -> list[float]:  # the frozen features' linear-probe accuracy on every task (train.probe)
         return [probe_accuracy(method, train, test, cfg.train.eval_batch_size)
                 for train, test in zip(train_views, test_views)]
 
@@ -237,7 +237,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         learner.finish_task(train_views[task.id], told=cfg.train.boundaries == "given" or last)
         state.train_seconds += time.perf_counter() - start
         check_weights(f"the end of task {task.id + 1}")
-        # issue 21: the method's diagnostics, before the checkpoint (a crash before it redoes the task's end)
+        # the method's diagnostics, before the checkpoint (a crash before it redoes the task's end)
         diagnostics.save_task(run_dir, task.id, method.diagnostics(train_views[task.id]), method.name)
         row = evaluate_all()
         state.acc_rows.append(row)
@@ -259,7 +259,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     try:
         if state is None:
             store.truncate_metrics(run_dir, 0)
-            diagnostics.clear(run_dir)  # issue 21: an earlier attempt's files
+            diagnostics.clear(run_dir)  # an earlier attempt's files
             state = LoopState()
             state.random_init = evaluate_all()
             record = {"event": "random_init", "acc": state.random_init}
@@ -307,7 +307,7 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
         results["data_sha256"] = benchmark.data_sha256  # the user's files the run read
     if state.val_rows:
         results["val_acc_matrix"] = state.val_rows
-    if cfg.train.probe:  # issue 21
+    if cfg.train.probe:
         results["probe_matrix"], results["probe_random_init"] = state.probe_rows, state.probe_init
     if cfg.train.eval_every:
         points = [p["acc"] for p in state.anytime]
