@@ -32,7 +32,7 @@ class Sweep(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]{1,60}$")
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.+-]{1,60}$")
     base: dict[str, Any] = Field(default_factory=dict)
     search: str = Field("grid", pattern="^(grid|random)$")
     trials: int | None = Field(None, gt=0, le=10_000, description="random search: how many trials")
