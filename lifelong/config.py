@@ -250,6 +250,9 @@ class Config(Strict):
             if d[section].get(key) == default:
                 del d[section][key]
         _drop_defaults(d, self)
+        revision = method_class(self.method, self.params).revision
+        if revision:  # a method whose results changed for the same config: its earlier run directories are stale
+            d["method_revision"] = revision
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -98,3 +98,16 @@ def test_keys_added_later_are_hashed_only_away_from_their_default():
     assert build_config({"seed": 3, "train": {"precision": "bf16"}}).fingerprint() != old_hash
     assert build_config({"seed": 3, "mlflow": {"uri": "sqlite:///x.db"}}).fingerprint() == old_hash  # where it logs
     assert build_config({"seed": 3, "train": {"threads": 1}}).fingerprint() == old_hash  # how, not what
+
+
+def test_method_revision_makes_earlier_run_directories_stale(monkeypatch):
+    """A method whose results changed for the same config raises its ``revision``: the fingerprint changes (so
+    compare does not reuse, and resume refuses, a directory the earlier code made); revision 0 hashes as before."""
+    from lifelong.methods import METHODS
+
+    before = build_config({"method": "ewc", "seed": 3}).fingerprint()
+    monkeypatch.setattr(METHODS["ewc"], "revision", 2)
+    after = build_config({"method": "ewc", "seed": 3}).fingerprint()
+    assert after != before
+    monkeypatch.setattr(METHODS["ewc"], "revision", 3)
+    assert build_config({"method": "ewc", "seed": 3}).fingerprint() not in (before, after)

@@ -41,6 +41,7 @@ class Method:
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class", "domain")  # the scenarios the method can serve
     task_free: ClassVar[bool] = False  # learns a stream whose task boundaries are hidden (no hook, no task data)
     trains_before_task: ClassVar[bool] = False  # trains on the task's whole data in before_task (mark)
+    revision: ClassVar[int] = 0  # raised when the same config gives other results than before; part of the fingerprint
 
     @classmethod
     def config_section(cls) -> str:
