@@ -101,7 +101,9 @@ class _Checkpointer:
                             f"{f' ({differs})' if differs else ''}; restore the original config.yaml or delete "
                             "checkpoint.pt to start over")
         try:
-            method.load_state_dict(on_device(ckpt["method"], self.device))  # checkpoints load onto the CPU
+            # the one device move: the file loads onto the CPU (map_location, where the RNG states must stay), the
+            # method's whole state moves to the run's device here; no method moves its own (tests/test_device_move.py)
+            method.load_state_dict(on_device(ckpt["method"], self.device))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"the checkpoint in '{self.run_dir}' does not fit method '{method.name}' "
                             f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}); delete "

@@ -82,5 +82,5 @@ class ERACE(Rehearsal):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
-        self.seen_max = state["seen_max"].clone().to(self.device())
+        self.seen_max = state["seen_max"].clone()  # on the model's device: the loop moved the state there
         self.task_id = int(state["task"])
