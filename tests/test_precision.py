@@ -43,3 +43,32 @@ def test_conv_backbones_go_channels_last_on_cuda_only(monkeypatch):
     with method.train_context():
         pass
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+
+
+def test_a_resumed_fp16_run_keeps_its_loss_scale(tiny, tmp_path, crash_and_resume):
+    """The GradScaler's scale and growth count are checkpointed: a run crashed mid-task and at a task boundary
+    resumes with the scaler state an uninterrupted run has (a fresh scaler would restart its growth count)."""
+    from lifelong import store
+
+    config = tiny(train={"precision": "fp16"})
+    ref_dir, reference = lifelong.run({**config, "out": str(tmp_path / "ref")})
+    seen = []
+    run_dir, resumed = crash_and_resume({**config, "out": str(tmp_path / "crash")}, [(1, 1), (2, 0)],
+                                        inspect=lambda d, s: seen.append(store.load_checkpoint(d)["scaler"]))
+    assert all(s["_growth_tracker"] > 0 for s in seen)  # the crashes came mid-count
+    scaler = store.load_checkpoint(ref_dir)["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] > seen[-1]["_growth_tracker"]
+    assert store.load_checkpoint(run_dir)["scaler"] == scaler
+    assert resumed["acc_matrix"] == reference["acc_matrix"]
+
+
+def test_a_saved_fp16_learner_keeps_its_loss_scale(tmp_path):
+    from lifelong.learner import Learner
+
+    learner = Learner.create("naive", "mlp", input_shape=(4,), classes=2, config={"train": {"precision": "fp16"}})
+    for _ in range(3):
+        learner.learn(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    learner.save(tmp_path / "learner.pt")
+    loaded = Learner.load(tmp_path / "learner.pt")
+    assert loaded.method._scaler.state_dict() == learner.method._scaler.state_dict()
+    assert learner.method._scaler.state_dict()["_growth_tracker"] == 3
