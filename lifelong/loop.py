@@ -321,19 +321,21 @@ def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Me
 
 
 def run(config: Config | dict[str, Any] | None = None, sets: list[str] = (), progress: bool = False,
-        force: bool = False) -> tuple[Path, dict[str, Any]]:
+        force: bool = False, on_checkpoint: Callable[[LoopState], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Run the experiment a config describes; returns (run directory, results).
 
     The run directory is named after the config, so running the same config again returns the finished
-    results (or continues an interrupted run) instead of training twice; ``force`` starts over.
+    results (or continues an interrupted run) instead of training twice; ``force`` starts over. ``on_checkpoint``
+    sees the loop's state after every checkpoint (a sweep's scheduler reads each task's validation row there).
     """
     cfg = config if isinstance(config, Config) else build_config(config, sets)
     run_dir = store.run_directory(cfg)
     with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
-        return _run_locked(cfg, run_dir, progress, force)
+        return _run_locked(cfg, run_dir, progress, force, on_checkpoint)
 
 
-def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool) -> tuple[Path, dict[str, Any]]:
+def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool,
+                on_checkpoint: Callable[[LoopState], None] | None = None) -> tuple[Path, dict[str, Any]]:
     if force:
         for name in (store.RESULTS_FILE, store.CHECKPOINT_FILE, store.METRICS_FILE, store.WEIGHTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -349,7 +351,8 @@ def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool) -> tupl
             return run_dir, finished
     created = not run_dir.exists()
     try:
-        return run_dir, execute(cfg, run_dir, progress, on_start=lambda: store.write_config(run_dir, cfg))
+        return run_dir, execute(cfg, run_dir, progress, on_checkpoint,
+                                on_start=lambda: store.write_config(run_dir, cfg))
     except BaseException:
         started = any((run_dir / name).exists() for name in (store.CHECKPOINT_FILE, store.METRICS_FILE))
         if created and run_dir.is_dir() and not started:

@@ -39,6 +39,12 @@ class Sweep(BaseModel):
     sample_seed: int = Field(0, ge=0, description="random search: the seed of the draws")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     params: dict[str, Any] = Field(min_length=1, description="dotted config key → values or a distribution")
+    scheduler: str = Field("none", pattern="^(none|asha)$", description="asha: stop poor runs early (Ray Tune)")
+    grace_tasks: int | None = Field(None, ge=1, description="asha: tasks every run trains before it can be stopped")
+    reduction_factor: int | None = Field(None, ge=2, description="asha: 1 in this many runs goes on at each rung")
+
+    def asha_options(self) -> dict[str, int]:
+        return {"grace_period": self.grace_tasks or 1, "reduction_factor": self.reduction_factor or 2}
 
 
 def sweep_from_dict(raw: dict[str, Any]) -> Sweep:
@@ -50,6 +56,9 @@ def sweep_from_dict(raw: dict[str, Any]) -> Sweep:
         raise UserError(f"invalid sweep key '{key}': {first['msg']}") from None
     for key, spec in sweep.params.items():
         _check_spec(key, spec, sweep.search)
+    if sweep.scheduler == "none" and (sweep.grace_tasks or sweep.reduction_factor):
+        raise UserError("grace_tasks and reduction_factor set up the asha scheduler; add `scheduler: asha` or "
+                        "remove them")
     if sweep.search == "random" and sweep.trials is None:
         raise UserError("a random search needs `trials` (how many configurations to draw)")
     validation = build_config(sweep.base).data.validation
@@ -130,19 +139,104 @@ def experiment(sweep: Sweep) -> compare.Experiment:
 
 
 def folder(sweep: Sweep) -> Path:
-    digest = hashlib.sha256(json.dumps(sweep.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+    unset = {"scheduler", "grace_tasks", "reduction_factor"} if sweep.scheduler == "none" else set()
+    digest = hashlib.sha256(json.dumps(sweep.model_dump(exclude=unset), sort_keys=True).encode()).hexdigest()[:8]
     return Path(build_config(sweep.base).out) / f"sweep-{sweep.name}-{digest}"
 
 
 def run_sweep(sweep: Sweep, executor: Executor | None = None,
               progress: Callable[[int, int, str], None] | None = None) -> tuple[list[dict[str, Any]], dict | None]:
-    """Run every trial × seed; returns the trial table (best first) and the chosen trial (None if all failed)."""
-    entries = compare.run_experiment(experiment(sweep), progress=progress, executor=executor)
+    """Run every trial × seed; returns the trial table (best first) and the chosen trial (None if all failed).
+    ``scheduler: asha`` runs them as Ray Tune trials instead (the executor gives the cluster or how many at once)."""
+    if sweep.scheduler == "asha":
+        entries = run_asha(sweep, executor, progress)
+    else:
+        entries = compare.run_experiment(experiment(sweep), progress=progress, executor=executor)
     for entry in entries:
         if entry["results"] is not None:
             entry["val_acc"] = final_validation_accuracy(entry["run_dir"], entry["results"])
     table = trial_table(entries, trials(sweep))
     return table, next((row for row in table if row["error"] is None), None)
+
+
+def run_asha(sweep: Sweep, executor: Executor | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+    """Every trial × seed as a Ray Tune trial under ASHA: each run reports, after each task, its validation accuracy
+    over the tasks seen so far, and ASHA stops the runs that rank low at a rung (a task count). A stopped run keeps
+    its checkpoint; its trial is reported as stopped and never chosen. ``--executor ray [--address]``: the
+    trials spread over that cluster; else a local Ray instance runs ``--jobs`` of them at once (default one).
+    Returns compare.run_experiment's entries."""
+    try:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+    except ImportError:
+        raise UserError("scheduler: asha needs Ray Tune: pip install 'lifelong[ray]'") from None
+    import ray
+
+    from lifelong.data.benchmarks import build_benchmark
+    from lifelong.executors.raycluster import RayCluster, _connect
+
+    on_cluster = isinstance(executor, RayCluster)
+    at_once = None if on_cluster else getattr(executor, "jobs", 1)
+
+    entries, planned = compare._jobs(experiment(sweep))
+    base = build_config(sweep.base)
+    tasks = len(build_benchmark(base.data, base.seed).tasks)
+    scheduler = ASHAScheduler(time_attr="tasks", metric="val_acc", mode="max", max_t=tasks, **sweep.asha_options())
+    trainable = tune.with_resources(tune.with_parameters(_tune_run, configs=[job.config for job in planned], tasks=tasks),
+                                    {"cpu": 1, "gpu": 1 if base.device == "cuda" else 0})
+    started = not ray.is_initialized()
+    if started:
+        _connect(ray, executor.address if on_cluster else None)
+    try:
+        tuner = tune.Tuner(trainable, param_space={"index": tune.grid_search(list(range(len(planned))))},
+                           tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=at_once),
+                           run_config=tune.RunConfig(name="asha", storage_path=str((folder(sweep) / "tune").resolve()),
+                                                     verbose=0))
+        results = {r.config["index"]: r for r in tuner.fit()}
+    finally:
+        if started:
+            ray.shutdown()
+    for i, (entry, job) in enumerate(zip(entries, planned)):
+        cfg = build_config(job.config)
+        entry["run_dir"], entry["results"], entry["error"] = store.run_directory(cfg), None, None
+        result = results.get(i)
+        reached = (result.metrics or {}).get("tasks", 0) if result is not None else 0
+        if result is not None and result.error is not None:
+            entry["error"] = _first_line(result.error)
+        elif reached < tasks:
+            entry["error"] = (f"stopped by asha after {reached} of {tasks} tasks (val ACC over the tasks seen "
+                              f"{result.metrics.get('val_acc', float('nan')):.4f})" if reached else "not run")
+        else:
+            entry["results"] = store.read_finished(entry["run_dir"], cfg)
+        if progress:
+            progress(i + 1, len(entries), entry["variant"])
+    return entries
+
+
+def _tune_run(config: dict[str, Any], configs: list[dict[str, Any]], tasks: int) -> None:
+    """One Ray Tune trial: one run, reporting its validation accuracy over the tasks seen after each task (the
+    last task's once results.json is written: Tune ends a trial at its last report)."""
+    from ray import tune
+
+    from lifelong.executors.base import run_job
+
+    reported: list[float] = []
+
+    def report(rows: list[list[float]]) -> None:
+        for row in rows[len(reported):tasks]:
+            reported.append(sum(row[: len(reported) + 1]) / (len(reported) + 1))
+            tune.report({"tasks": len(reported), "val_acc": reported[-1]})
+
+    outcome = run_job(configs[config["index"]], 1, on_checkpoint=lambda state: report(state.val_rows[: tasks - 1]))
+    if outcome.error is not None:
+        raise UserError(outcome.error)
+    report(outcome.results.get("val_acc_matrix") or [])  # a run found finished reports its rows now
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else type(err).__name__
 
 
 def final_validation_accuracy(run_dir: Path, results: dict[str, Any]) -> float:

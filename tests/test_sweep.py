@@ -1,6 +1,8 @@
 """lifelong sweep: grid and random trials, chosen on validation accuracy over every task seen, never on test data."""
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,26 @@ def test_shipped_best_configs_build_and_name_their_sweep(path):
     text = path.read_text()
     assert text.startswith("# Chosen by `lifelong sweep --config configs/sweeps/")
     build_config(yaml.safe_load(text))
+
+
+def test_asha_without_ray_names_the_extra(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.tune", None)
+    with pytest.raises(UserError, match=r"pip install 'lifelong\[ray\]'"):
+        sweep.run_sweep(spec(tiny, scheduler="asha"))
+    with pytest.raises(UserError, match="add `scheduler: asha`"):
+        spec(tiny, grace_tasks=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'lifelong[ray]')")
+def test_asha_stops_poor_runs_after_a_task_and_never_chooses_them(tiny):
+    """Four λ on a local Ray instance, one trial at a time (grid order, so ASHA's decisions are fixed): λ 1e12 and
+    1e9 lose at the rung of 2 tasks and stop there; the choice is a run that finished every task."""
+    raw = {"name": "asha", "base": tiny(method="ewc", data={"max_tasks": 4}, train={"epochs": 1}),
+           "params": {"ewc.lam": [1, 1.0e12, 1.0e9, 10]}, "scheduler": "asha"}
+    rows, best = sweep.run_sweep(sweep.sweep_from_dict(raw))
+    stopped = [r for r in rows if r["error"] and r["error"].startswith("stopped by asha after")]
+    assert {r["params"]["ewc.lam"] for r in stopped} == {1.0e12, 1.0e9}
+    assert best["params"]["ewc.lam"] in (1, 10) and best["runs"] == 1 and best["error"] is None
+    finished = [r for r in rows if r["error"] is None]
+    assert all(store.read_results(Path(r["run_dirs"][0]))["val_acc_matrix"] for r in finished)

@@ -48,10 +48,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def run_job(config: dict[str, Any], threads: int | None = None) -> Outcome:
+def run_job(config: dict[str, Any], threads: int | None = None,
+            on_checkpoint: Callable[[Any], None] | None = None) -> Outcome:
     """Train (or find) one run in this process: wait for its lock, then ``lifelong.run``; errors become outcomes.
 
-    ``threads`` caps torch's CPU threads (the run's ``train.threads`` is lowered to it, never raised).
+    ``threads`` caps torch's CPU threads (the run's ``train.threads`` is lowered to it, never raised);
+    ``on_checkpoint`` goes to ``lifelong.run`` (it sees the loop's state after every checkpoint).
     """
     import torch
 
@@ -69,7 +71,7 @@ def run_job(config: dict[str, Any], threads: int | None = None) -> Outcome:
                 cfg.train.threads = threads
         run_dir = store.run_directory(cfg)
         with run_lock(run_dir, wait=True):  # another worker training it: wait, then reuse its results
-            run_dir, results = run(cfg)
+            run_dir, results = run(cfg, on_checkpoint=on_checkpoint)
         return Outcome(str(run_dir), results)
     except UserError as err:
         return Outcome(None if run_dir is None else str(run_dir), error=str(err))
