@@ -16,8 +16,8 @@ from lifelong.cli import main
 from lifelong.learner import Learner
 from lifelong.config import TrainConfig, build_config, read_yaml
 from lifelong.errors import UserError
-from lifelong.methods.slni import (EWCSLNI, MASSLNI, Params, inhibition, low_rank_inhibition, neuron_importance,
-                                   overlap, pair_factor, pair_weights)
+from lifelong.methods.slni import (EWCSLNI, MASSLNI, Params, discount, gaussian_factor, inhibition, low_rank_inhibition,
+                                   neuron_importance, overlap, pair_factor, pair_weights, stacked_inhibition)
 from lifelong.models import build_backbone
 from lifelong.models.heads import Network
 
@@ -85,6 +85,34 @@ def test_low_rank_form_gives_the_dense_value_and_gradient(variant, scale, decay,
     thin.backward()
     assert thin.item() == pytest.approx(dense.item(), rel=1e-5)
     assert torch.allclose(thin_h.grad, dense_h.grad, rtol=1e-4, atol=1e-6 * dense_h.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("variant, scale, decay, width, layers", [("slni", 6.0, False, 400, 2), ("slni", 6.0, True, 400, 2),
+                                                                  ("sni", 6.0, True, 400, 1), ("slni", 2.5, True, 64, 3),
+                                                                  ("slni", 6.0, True, 7, 2)])
+def test_stacked_form_gives_each_layers_dense_value_and_gradient(variant, scale, decay, width, layers):
+    g = torch.Generator().manual_seed(3)
+    hs = [torch.relu(torch.randn(128, width, generator=g)) for _ in range(layers)]  # float32, as in training
+    alphas = [torch.rand(width, generator=g) * 2 if decay else None for _ in range(layers)]
+    params = Params(variant=variant, scale=scale)
+    d = torch.stack([discount(width, a) for a in alphas])[:, None, :].float() if decay else None
+    thin_hs = [h.clone().requires_grad_() for h in hs]
+    thin = stacked_inhibition(thin_hs, gaussian_factor(width, params).float(), d, 0.7)
+    thin.backward()
+    dense_hs = [h.clone().requires_grad_() for h in hs]
+    dense = 0.7 * sum(inhibition(h, pair_weights(width, params, a)) for h, a in zip(dense_hs, alphas))
+    dense.backward()
+    assert thin.item() == pytest.approx(dense.item(), rel=1e-5)
+    for mine, reference in zip(thin_hs, dense_hs):
+        assert torch.allclose(mine.grad, reference.grad, rtol=1e-4, atol=1e-6 * reference.grad.abs().max().item())
+
+
+def test_stacked_gradient_passes_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    hs = [(torch.rand(4, 9, generator=g, dtype=torch.float64) + 0.1).requires_grad_() for _ in range(2)]
+    factor = gaussian_factor(9, Params(scale=3.0))
+    d = torch.stack([discount(9, torch.rand(9, generator=g, dtype=torch.float64)) for _ in range(2)])[:, None, :]
+    assert torch.autograd.gradcheck(lambda a, b: stacked_inhibition([a, b], factor, d, 0.5), tuple(hs))
 
 
 def tiny_network(scenario="task", dropout=0.0):

@@ -84,19 +84,27 @@ def inhibition(h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return _Inhibition.apply(h, weights.to(h.dtype))
 
 
-def pair_factor(width: int, params: Params, alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F, d²) with ``pair_weights`` = F Fᵀ − diag(d²), d = exp(−α) (1 without decay), F of few columns: the
-    Gaussian (all-ones for sni) matrix is numerically low rank (≈ 20 columns at scale 6, whatever the width)."""
+def gaussian_factor(width: int, params: Params) -> torch.Tensor:
+    """F (float64, N × r) with F Fᵀ = the Gaussian matrix exp(−(i−j)²/(2σ²)) (all-ones for sni) to ~1e-8: the
+    Gaussian matrix is numerically low rank (≈ 20 columns at scale 6, whatever the width)."""
     if params.variant == "sni":
-        factor = torch.ones(width, 1, dtype=torch.float64)
-    else:
-        index = torch.arange(width, dtype=torch.float64)
-        sigma = width / params.scale
-        values, vectors = torch.linalg.eigh(torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * sigma**2)))
-        keep = values > 1e-10 * values.max()  # the rest changes no weight by more than ~1e-8
-        factor = vectors[:, keep] * values[keep].sqrt()
-    d = torch.ones(width, dtype=torch.float64) if alpha is None else torch.exp(-alpha.detach().double().cpu())
-    return (factor * d[:, None]).float(), (d * d).float()
+        return torch.ones(width, 1, dtype=torch.float64)
+    index = torch.arange(width, dtype=torch.float64)
+    sigma = width / params.scale
+    values, vectors = torch.linalg.eigh(torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * sigma**2)))
+    keep = values > 1e-10 * values.max()  # the rest changes no weight by more than ~1e-8
+    return vectors[:, keep] * values[keep].sqrt()
+
+
+def discount(width: int, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """d = exp(−α) (float64; ones without decay): ``pair_weights`` = D (F Fᵀ) D − diag(d²)."""
+    return torch.ones(width, dtype=torch.float64) if alpha is None else torch.exp(-alpha.detach().double().cpu())
+
+
+def pair_factor(width: int, params: Params, alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D F, d²) with ``pair_weights`` = (D F)(D F)ᵀ − diag(d²), F = ``gaussian_factor``, d = ``discount``."""
+    d = discount(width, alpha)
+    return (gaussian_factor(width, params) * d[:, None]).float(), (d * d).float()
 
 
 class _LowRankInhibition(torch.autograd.Function):
@@ -117,6 +125,35 @@ class _LowRankInhibition(torch.autograd.Function):
 def low_rank_inhibition(h: torch.Tensor, factor: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
     """``inhibition`` from ``pair_factor``: two thin products instead of one N×N product."""
     return _LowRankInhibition.apply(h, factor.to(h.dtype), d2.to(h.dtype))
+
+
+class _StackedInhibition(torch.autograd.Function):
+    """scale Σ_l R_l over layers of one width, W_l = D_l (F Fᵀ − I) D_l: U = the H_l D_l stacked, G = U F Fᵀ − U,
+    value scale ⟨U, G⟩ / M, gradient 2 scale G_l D_l / M (docs/methods.md, ``mas-slni``)."""
+
+    @staticmethod
+    def forward(ctx, factor: torch.Tensor, d: torch.Tensor | None, scale: float, *hs: torch.Tensor) -> torch.Tensor:
+        u = torch.stack(hs) if d is None else torch.stack(hs) * d
+        flat = u.view(-1, u.shape[-1])
+        g = torch.addmm(flat, flat @ factor, factor.t(), beta=-1.0)
+        ctx.save_for_backward(g, d)
+        ctx.coefficient, ctx.shape = 2.0 * scale / u.shape[1], u.shape
+        return torch.dot(flat.view(-1), g.view(-1)) * (scale / u.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        g, d = ctx.saved_tensors
+        coefficient = grad_output * ctx.coefficient
+        grad = g.view(ctx.shape) * (coefficient if d is None else d * coefficient)
+        return (None, None, None, *grad.unbind(0))
+
+
+def stacked_inhibition(hs: list[torch.Tensor], factor: torch.Tensor, d: torch.Tensor | None, scale: float = 1.0
+                       ) -> torch.Tensor:
+    """scale Σ_l ``inhibition``(hs[l], ``pair_weights`` with α_l) for layers of one width N, from F =
+    ``gaussian_factor`` (N × r) and d = the ``discount`` rows (L × 1 × N; None: no decay), in one pair of thin
+    products for all layers; the dtypes of ``factor`` and ``d`` must be the activations'."""
+    return _StackedInhibition.apply(factor, d, scale, *hs)
 
 
 def neuron_importance(model: Network, batches: Iterable[torch.Tensor], task_id: int
@@ -178,25 +215,38 @@ class SelflessMixin:
         self.alpha: list[torch.Tensor] | None = None  # Σ over finished tasks of α, per hidden layer
         self.alpha_means: list[list[float]] = []  # per finished task: mean α_t per layer (report)
         self.overlaps: list[list[float]] = []  # per finished task: activation overlap per layer (report)
-        self.weights: list[tuple] | None = None  # pair_factor per layer, rebuilt once per task
+        self.weights: list[tuple] | None = None  # layer_groups, rebuilt once per task
 
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
         features, activations = self.model.backbone.forward_with_activations(x)
         loss = F.cross_entropy(self.model.logits(features, task_ids), y)
         if self.params.slni.lam > 0 and activations:
-            loss = loss + self.params.slni.lam * self.regularizer(activations)
+            loss = loss + self.regularizer(activations)
         return loss
 
     def regularizer(self, activations: list[torch.Tensor]) -> torch.Tensor:
-        """Σ over hidden layers of R."""
-        if self.weights is None:
-            use = self.alpha if self.params.slni.decay and self.alpha is not None else [None] * len(activations)
-            self.weights = [tuple(t.to(a.device) for t in pair_factor(a.shape[1], self.params.slni, s))
-                            for a, s in zip(activations, use)]
-        total = low_rank_inhibition(activations[0], *self.weights[0])
-        for a, w in zip(activations[1:], self.weights[1:]):
-            total = total + low_rank_inhibition(a, *w)
+        """λ_SLNI Σ over hidden layers of R: one ``stacked_inhibition`` per layer width."""
+        if self.weights is None or self.weights[0][1].dtype != activations[0].dtype:
+            self.weights = self.layer_groups(activations)
+        total = None
+        for layers, factor, d in self.weights:
+            value = stacked_inhibition([activations[i] for i in layers], factor, d, self.params.slni.lam)
+            total = value if total is None else total + value
         return total
+
+    def layer_groups(self, activations: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+        """(layer indices, F, stacked d or None) per layer width, in the activations' dtype and device."""
+        decay = self.params.slni.decay and self.alpha is not None
+        widths: dict[int, list[int]] = {}
+        for i, a in enumerate(activations):
+            widths.setdefault(a.shape[1], []).append(i)
+        like = activations[0]
+        groups = []
+        for width, layers in widths.items():
+            factor = gaussian_factor(width, self.params.slni).to(like)
+            d = torch.stack([discount(width, self.alpha[i]) for i in layers])[:, None, :].to(like) if decay else None
+            groups.append((layers, factor, d))
+        return groups
 
     def neuron_rows(self, n: int) -> torch.Tensor:
         """Which training samples α uses (all by default)."""
