@@ -90,6 +90,49 @@ def test_lwf_loss_matches_a_hand_computation(scenario, counts, params, old_heads
     assert m.loss(x, y, 2).item() == pytest.approx(ce + lam * distill, rel=1e-5)
 
 
+@pytest.mark.parametrize("scenario,counts,params", [
+    ("task", (2, 3, 2), {"lam": 0.7}),  # old heads of different widths
+    ("task", (2, 2, 2), {"head_reduction": "mean", "t_squared": True, "temperature": 3.0}),  # equal widths
+    ("class", (2, 2, 2), {"lam_by_tasks": True}),
+    ("class", (2, 2, 2), {"student_classes": "seen", "t_squared": True}),
+    ("domain", (2, 2, 2), {"lam": 0.5}),
+])
+def test_lwf_gradient_matches_autograd_of_the_direct_formula(scenario, counts, params):
+    m = make(LwF, scenario, counts, **params)
+    for k in range(3):
+        perturb(m.model)
+        m.before_task(task(k))
+    perturb(m.model)
+    m.model.eval()
+    x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 1, 0, 1]) + (4 if scenario == "class" else 0)
+    named = dict(m.model.named_parameters())
+    m.model.zero_grad()
+    fast = m.loss(x, y, 2)
+    fast.backward()
+    fast_grads = {n: p.grad.clone() for n, p in named.items() if p.grad is not None}
+    m.model.zero_grad()
+    T = m.params.temperature
+    with torch.no_grad():
+        teachers = [m.teacher(x, k) for k in range(2)] if scenario == "task" else [m.teacher(x, 1)]
+    if scenario == "task":
+        students = [m.model(x, k) for k in range(2)]
+    else:  # the shared head: the teacher knew its first 4 outputs (class) or all of them (domain)
+        students = [m.model(x, 2)[:, : 6 if m.params.student_classes == "seen" else teachers[0].shape[1]]]
+    terms = []
+    for student, teacher in zip(students, teachers):
+        p, log_p = torch.softmax(teacher / T, 1), torch.log_softmax(teacher / T, 1)
+        log_q = torch.log_softmax(student / T, 1)[:, : teacher.shape[1]]
+        terms.append((p * (log_p - log_q)).sum(1).mean())
+    distill = sum(terms) / (len(terms) if m.params.head_reduction == "mean" else 1) * (T * T if m.params.t_squared else 1)
+    lam = m.params.lam * (2 if m.params.lam_by_tasks else 1)
+    direct = torch.nn.functional.cross_entropy(m.model(x, 2), y) + lam * distill
+    direct.backward()
+    assert fast.item() == pytest.approx(direct.item(), rel=1e-6)
+    assert fast_grads.keys() == {n for n, p in named.items() if p.grad is not None}
+    for n, g in fast_grads.items():
+        assert torch.allclose(g, named[n].grad, rtol=1e-5, atol=1e-7), n
+
+
 def test_distillation_gradient_vanishes_when_the_student_equals_the_teacher():
     m = make(LwF)
     m.before_task(task(0))

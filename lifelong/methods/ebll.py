@@ -41,6 +41,25 @@ def encode(ae: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(F.linear(features, ae["enc_weight"], ae["enc_bias"]))
 
 
+class _CodeDistance(torch.autograd.Function):
+    """scale Σ_j ‖σ(W f + b)_j − c*_j‖² averaged over rows, in one autograd node: the code's gradient
+    2 (c − c*) c (1 − c) / M is formed in the forward pass, the backward is one product with W."""
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, target, scale):
+        code = torch.sigmoid(torch.addmm(bias, features, weight.t()))
+        diff = code - target
+        value = torch.dot(diff.reshape(-1), diff.reshape(-1)) * (scale / features.shape[0])
+        ctx.save_for_backward(diff * torch.addcmul(code, code, code, value=-1.0), weight)
+        ctx.coefficient = 2.0 * scale / features.shape[0]
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        delta, weight = ctx.saved_tensors
+        return (delta * (grad_output * ctx.coefficient)) @ weight, None, None, None, None
+
+
 def decode(ae: dict[str, torch.Tensor], code: torch.Tensor) -> torch.Tensor:
     return F.linear(code, ae["dec_weight"], ae["dec_bias"])
 
@@ -118,27 +137,27 @@ class EBLL(lwf.LwF):
             target = encode(self.stacked, teacher_features)
         return self.code_distance(features, target)
 
-    def code_distance(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``code_loss`` from the teacher's codes ``target`` (all old encoders stacked)."""
-        return (encode(self.stacked, features) - target).pow(2).sum(1).mean()
+    def code_distance(self, features: torch.Tensor, target: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """scale × ``code_loss`` from the teacher's codes ``target`` (all old encoders stacked), one autograd node."""
+        return _CodeDistance.apply(features, self.stacked["enc_weight"], self.stacked["enc_bias"], target, scale)
 
     def feature_penalty(self, features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor | float:
         if self.stacked is None or self.params.alpha_code == 0:
             return 0.0
         return self.params.alpha_code * self.code_loss(features, teacher_features)
 
-    def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """LwF's terms plus the teacher's codes under every old encoder (cached: rows × Σ k per task)."""
         terms = super().teacher_terms(teacher_features)
         if self.stacked is not None and self.params.alpha_code != 0:
             with torch.no_grad():
-                terms["code"] = [encode(self.stacked, teacher_features)]
+                terms["code"] = encode(self.stacked, teacher_features)
         return terms
 
-    def terms_penalty(self, features: torch.Tensor, terms: dict[str, list[torch.Tensor]]) -> torch.Tensor | float:
+    def terms_penalty(self, features: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         if "code" not in terms:
             return 0.0
-        return self.params.alpha_code * self.code_distance(features, terms["code"][0])
+        return self.code_distance(features, terms["code"], self.params.alpha_code)
 
     def report(self) -> dict[str, Any]:
         return {"autoencoder": [{"final_ce": h["ce"][-1], "final_mse": h["mse"][-1], "seconds": round(h["seconds"], 3)}

@@ -8,6 +8,7 @@ task) and van de Ven et al.'s weighting: docs/methods.md, section ``lwf``.
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Literal
 
 import torch
@@ -36,16 +37,48 @@ class Params(base.Params):
         "teacher knew (old) or over every class seen so far, the new ones with target 0 (seen; van de Ven et al.)")
 
 
-def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over the batch of KL(softmax(teacher/T) ‖ softmax(student/T)). The student may have more outputs than
-    the teacher (its first ones match the teacher's): the target puts probability 0 on the extra ones."""
-    return kl_to(student, F.log_softmax(teacher / temperature, dim=1), temperature)
+def segment_log_softmax(z: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """log_softmax over each run of ``widths`` consecutive columns of ``z`` (one op when the runs are equal)."""
+    if len(widths) == 1:
+        return F.log_softmax(z, dim=1)
+    if all(w == widths[0] for w in widths):
+        return F.log_softmax(z.reshape(z.shape[0], -1, widths[0]), dim=2).reshape(z.shape[0], -1)
+    return torch.cat([F.log_softmax(part, dim=1) for part in z.split(widths, dim=1)], dim=1)
 
 
-def kl_to(student: torch.Tensor, log_p: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``soft_kl`` with the teacher given as its log-probabilities ``log_p`` at temperature T."""
-    log_q = F.log_softmax(student / temperature, dim=1)[:, : log_p.shape[1]]
-    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+class _SoftKL(torch.autograd.Function):
+    """scale Σ_heads mean over rows of KL(p ‖ softmax(z/T)), the heads consecutive column runs of z; the gradient
+    scale (q − p̃) / (T M) is formed in the forward pass (p̃: p on the teacher's columns, 0 on a student's extra ones)."""
+
+    @staticmethod
+    def forward(ctx, z, log_p, p, widths, columns, temperature, scale):
+        log_q = segment_log_softmax(z / temperature, widths)
+        grad = log_q.exp()
+        if columns is None:  # every head as wide as the teacher's
+            value = torch.dot(p.reshape(-1), (log_p - log_q).reshape(-1))
+            grad.sub_(p)
+        else:
+            value = torch.dot(p.reshape(-1), (log_p - log_q.index_select(1, columns)).reshape(-1))
+            grad.index_add_(1, columns, p, alpha=-1.0)
+        ctx.save_for_backward(grad)
+        ctx.coefficient = scale / (temperature * z.shape[0])
+        return value * (scale / z.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_output * ctx.coefficient), None, None, None, None, None, None
+
+
+def heads_kl(z: torch.Tensor, log_p: torch.Tensor, p: torch.Tensor, widths: list[tuple[int, int]],
+             temperature: float, scale: float = 1.0) -> torch.Tensor:
+    """scale Σ over heads of the mean over rows of KL(p ‖ softmax(z/T)): head h has widths[h] = (student outputs, teacher outputs) consecutive columns
+    of ``z`` and of the teacher's ``log_p`` / ``p`` (joined over heads); a student's extra outputs get target 0."""
+    columns = None
+    if any(s != t for s, t in widths):
+        starts = [0, *itertools.accumulate(s for s, _ in widths)]
+        columns = torch.cat([torch.arange(a, a + t) for a, (_, t) in zip(starts, widths)]).to(z.device)
+    return _SoftKL.apply(z, log_p, p, [s for s, _ in widths], columns, temperature, scale)
 
 
 def frozen(network: Network) -> Network:
@@ -66,7 +99,7 @@ class LwF(Method):
         self.teacher: Network | None = None  # the model as it was before the current task
         self.old_tasks: list[int] = []  # tasks the teacher was trained on
         self._view: TaskView | None = None  # the current task's training data
-        self._cache: dict[str, list[torch.Tensor]] | None = None  # teacher_terms of every row of _view
+        self._cache: tuple[torch.Tensor, dict[str, slice]] | None = None  # teacher_cache of _view
         self._rows: torch.Tensor | None = None  # the current batch's rows in _view, when the cache serves it
 
     # --- hooks ---
@@ -108,28 +141,37 @@ class LwF(Method):
         if self._rows is None:
             terms = self.teacher_terms(self.teacher_features(x))
         else:
-            terms = {k: [t.index_select(0, self._rows) for t in v] for k, v in self._cache.items()}
+            matrix, layout = self._cache
+            picked = matrix.index_select(0, self._rows)
+            terms = {k: picked[:, columns] for k, columns in layout.items()}
         if self.params.lam > 0:
             lam = self.params.lam * (len(self.old_tasks) if self.params.lam_by_tasks else 1)
-            loss = loss + lam * self.distil(features, logits, terms["log_p"])
-        return loss + self.terms_penalty(features, terms)
+            loss = loss + self.distil(features, logits, terms, lam)
+        penalty = self.terms_penalty(features, terms)
+        return loss + penalty if isinstance(penalty, torch.Tensor) else loss
 
     # --- the teacher's side, per batch or once per task ---
     def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.teacher.features(x)
 
-    def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-        """What the losses need from the teacher, per input row: its log-probabilities at T, per old head."""
+    def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the losses need from the teacher, per input row: its log-probabilities at T and the probabilities,
+        every old head's side by side."""
         T = self.params.temperature
         with torch.no_grad():
-            return {"log_p": [F.log_softmax(t / T, dim=1) for t in self.old_outputs(self.teacher, teacher_features)]}
+            log_p = segment_log_softmax(self.old_logits(self.teacher, teacher_features) / T, self.old_widths())
+            return {"log_p": log_p, "p": log_p.exp()}
 
-    def teacher_cache(self, view: TaskView) -> dict[str, list[torch.Tensor]]:
-        """``teacher_terms`` of every row of ``view``, in one pass in evaluation batches: O(rows × old outputs)."""
+    def teacher_cache(self, view: TaskView) -> tuple[torch.Tensor, dict[str, slice]]:
+        """``teacher_terms`` of every row of ``view``, in one pass in evaluation batches, side by side in one matrix
+        (one row gather per step) with each term's columns: O(rows × old outputs)."""
         parts = [self.teacher_terms(self.teacher_features(x))
                  for x, _ in eval_batches(view, self.train_config.eval_batch_size)]
-        return {k: [torch.cat([p[k][i] for p in parts]) for i in range(len(v))] for k, v in parts[0].items()}
+        keys = list(parts[0])
+        bounds = [0, *itertools.accumulate(parts[0][k].shape[1] for k in keys)]
+        layout = {k: slice(a, b) for k, a, b in zip(keys, bounds, bounds[1:])}
+        return torch.cat([torch.cat([part[k] for k in keys], dim=1) for part in parts]), layout
 
     # --- the distillation term ---
     def old_width(self) -> int:
@@ -137,33 +179,40 @@ class LwF(Method):
         counts = self.model.class_counts
         return sum(counts[: len(self.old_tasks)]) if self.model.scenario == "class" else counts[0]
 
-    def old_outputs(self, network: Network, features: torch.Tensor, logits: torch.Tensor | None = None
-                    ) -> list[torch.Tensor]:
-        """``network``'s logits of every old head (one tensor per old task; one tensor for a shared head).
-        For a shared head, ``logits`` (already computed, at least ``old_width`` wide) is reused if given."""
-        if self.model.scenario == "task":  # the old heads as one linear layer: one matrix product, not one per head
+    def old_widths(self) -> list[int]:
+        """The teacher's outputs per old head (one entry for a shared head)."""
+        if self.model.scenario == "task":
+            return [self.model.class_counts[k] for k in self.old_tasks]
+        return [self.old_width()]
+
+    def old_logits(self, network: Network, features: torch.Tensor, logits: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """``network``'s logits of every old head side by side (task: one linear layer of the old heads, one matrix
+        product; shared head: its first ``old_width`` outputs, from ``logits`` when given)."""
+        if self.model.scenario == "task":
             heads = [network.head(k) for k in self.old_tasks]
-            joined = F.linear(features, torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]))
-            return list(joined.split([h.out_features for h in heads], dim=1))
+            return F.linear(features, torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]))
         full = network.heads["shared"](features) if logits is None else logits
-        return [full[:, : self.old_width()]]
+        return full[:, : self.old_width()]
 
     def distillation(self, features: torch.Tensor, logits: torch.Tensor, teacher_features: torch.Tensor
                      ) -> torch.Tensor:
         """Σ (or mean) over old heads of the softened KL, teacher → student."""
-        return self.distil(features, logits, self.teacher_terms(teacher_features)["log_p"])
+        return self.distil(features, logits, self.teacher_terms(teacher_features))
 
-    def distil(self, features: torch.Tensor, logits: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        """``distillation`` from the teacher's log-probabilities per old head (``teacher_terms``)."""
-        T = self.params.temperature
-        seen = self.model.scenario == "class" and self.params.student_classes == "seen"
-        students = [logits] if seen else self.old_outputs(self.model, features, logits)
-        total = sum(kl_to(s, t, T) for s, t in zip(students, targets))
-        if self.params.head_reduction == "mean":
-            total = total / len(students)
-        return total * T * T if self.params.t_squared else total
+    def distil(self, features: torch.Tensor, logits: torch.Tensor, terms: dict[str, torch.Tensor],
+               scale: float = 1.0) -> torch.Tensor:
+        """scale × ``distillation`` from the teacher's ``teacher_terms``, in one autograd node (``heads_kl``)."""
+        T, widths = self.params.temperature, self.old_widths()
+        if self.model.scenario == "class" and self.params.student_classes == "seen":
+            z, pairs = logits, [(logits.shape[1], widths[0])]
+        else:
+            z, pairs = self.old_logits(self.model, features, logits), [(w, w) for w in widths]
+        scale = scale / (len(pairs) if self.params.head_reduction == "mean" else 1)
+        scale = scale * (T * T if self.params.t_squared else 1.0)
+        return heads_kl(z, terms["log_p"], terms["p"], pairs, T, scale)
 
-    def terms_penalty(self, features: torch.Tensor, terms: dict[str, list[torch.Tensor]]) -> torch.Tensor | float:
+    def terms_penalty(self, features: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """Extra terms on the features against the teacher's (EBLL's code loss); none for LwF."""
         return 0.0
 
