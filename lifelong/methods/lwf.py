@@ -46,39 +46,18 @@ def segment_log_softmax(z: torch.Tensor, widths: list[int]) -> torch.Tensor:
     return torch.cat([F.log_softmax(part, dim=1) for part in z.split(widths, dim=1)], dim=1)
 
 
-class _SoftKL(torch.autograd.Function):
-    """scale Σ_heads mean over rows of KL(p ‖ softmax(z/T)), the heads consecutive column runs of z; the gradient
-    scale (q − p̃) / (T M) is formed in the forward pass (p̃: p on the teacher's columns, 0 on a student's extra ones)."""
-
-    @staticmethod
-    def forward(ctx, z, log_p, p, widths, columns, temperature, scale):
-        log_q = segment_log_softmax(z / temperature, widths)
-        grad = log_q.exp()
-        if columns is None:  # every head as wide as the teacher's
-            value = torch.dot(p.reshape(-1), (log_p - log_q).reshape(-1))
-            grad.sub_(p)
-        else:
-            value = torch.dot(p.reshape(-1), (log_p - log_q.index_select(1, columns)).reshape(-1))
-            grad.index_add_(1, columns, p, alpha=-1.0)
-        ctx.save_for_backward(grad)
-        ctx.coefficient = scale / (temperature * z.shape[0])
-        return value * (scale / z.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad * (grad_output * ctx.coefficient), None, None, None, None, None, None
-
-
-def heads_kl(z: torch.Tensor, log_p: torch.Tensor, p: torch.Tensor, widths: list[tuple[int, int]],
-             temperature: float, scale: float = 1.0) -> torch.Tensor:
-    """scale Σ over heads of the mean over rows of KL(p ‖ softmax(z/T)): head h has widths[h] = (student outputs, teacher outputs) consecutive columns
-    of ``z`` and of the teacher's ``log_p`` / ``p`` (joined over heads); a student's extra outputs get target 0."""
-    columns = None
-    if any(s != t for s, t in widths):
-        starts = [0, *itertools.accumulate(s for s, _ in widths)]
-        columns = torch.cat([torch.arange(a, a + t) for a, (_, t) in zip(starts, widths)]).to(z.device)
-    return _SoftKL.apply(z, log_p, p, [s for s, _ in widths], columns, temperature, scale)
+def heads_kl(z: torch.Tensor, log_p: torch.Tensor, widths: list[tuple[int, int]], temperature: float,
+             scale: float = 1.0) -> torch.Tensor:
+    """scale Σ over heads of the mean over rows of KL(p ‖ softmax(z/T)): head h has widths[h] = (student outputs,
+    teacher outputs) consecutive columns of ``z`` and of the teacher's ``log_p`` (joined over heads); a student's
+    extra outputs get target 0. Few Python-level calls: their cost, not the arithmetic, is what a step pays."""
+    log_q = segment_log_softmax(z / temperature, [s for s, _ in widths])
+    if len(widths) == 1:
+        log_q = log_q[:, : widths[0][1]]
+    elif any(s != t for s, t in widths):
+        parts = log_q.split([s for s, _ in widths], dim=1)
+        log_q = torch.cat([part[:, :t] for part, (_, t) in zip(parts, widths)], dim=1)
+    return F.kl_div(log_q, log_p, reduction="sum", log_target=True) * (scale / z.shape[0])
 
 
 def frozen(network: Network) -> Network:
@@ -156,12 +135,12 @@ class LwF(Method):
             return self.teacher.features(x)
 
     def teacher_terms(self, teacher_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What the losses need from the teacher, per input row: its log-probabilities at T and the probabilities,
-        every old head's side by side."""
+        """What the losses need from the teacher, per input row: its log-probabilities at T, every old head's side
+        by side."""
         T = self.params.temperature
         with torch.no_grad():
             log_p = segment_log_softmax(self.old_logits(self.teacher, teacher_features) / T, self.old_widths())
-            return {"log_p": log_p, "p": log_p.exp()}
+            return {"log_p": log_p}
 
     def teacher_cache(self, view: TaskView) -> tuple[torch.Tensor, dict[str, slice]]:
         """``teacher_terms`` of every row of ``view``, in one pass in evaluation batches, side by side in one matrix
@@ -202,7 +181,7 @@ class LwF(Method):
 
     def distil(self, features: torch.Tensor, logits: torch.Tensor, terms: dict[str, torch.Tensor],
                scale: float = 1.0) -> torch.Tensor:
-        """scale × ``distillation`` from the teacher's ``teacher_terms``, in one autograd node (``heads_kl``)."""
+        """scale × ``distillation`` from the teacher's ``teacher_terms`` (``heads_kl``)."""
         T, widths = self.params.temperature, self.old_widths()
         if self.model.scenario == "class" and self.params.student_classes == "seen":
             z, pairs = logits, [(logits.shape[1], widths[0])]
@@ -210,7 +189,7 @@ class LwF(Method):
             z, pairs = self.old_logits(self.model, features, logits), [(w, w) for w in widths]
         scale = scale / (len(pairs) if self.params.head_reduction == "mean" else 1)
         scale = scale * (T * T if self.params.t_squared else 1.0)
-        return heads_kl(z, terms["log_p"], terms["p"], pairs, T, scale)
+        return heads_kl(z, terms["log_p"], pairs, T, scale)
 
     def terms_penalty(self, features: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """Extra terms on the features against the teacher's (EBLL's code loss); none for LwF."""
