@@ -131,3 +131,27 @@ def test_validation_during_a_task_uses_fresh_statistics_and_leaves_the_results_a
     for m in (method, twin):
         m.after_task(views[0].task, views[0])
     assert all(torch.equal(a, b) for a, b in zip(method.model.state_dict().values(), twin.model.state_dict().values()))
+
+
+def test_the_task_end_reuses_statistics_that_validation_just_computed(monkeypatch):
+    """The loop validates right before the task ends: the end recomputes the statistics only when a step (or a meta
+    phase) moved the weights since (the twin test above shows the two give bit-identical states)."""
+    method, views = make("adam", meta_learn=False)
+    calls = []
+    recompute = method.recompute_statistics
+    monkeypatch.setattr(method, "recompute_statistics", lambda *a, **k: (calls.append(a[0]), recompute(*a, **k)))
+    for view, validate_last in zip(views, (True, False)):
+        method.before_task(view.task)
+        method.model.train()
+        method.before_epoch(view.task, view, 0)
+        x, y = view.inputs(torch.arange(20)), view.targets[:20]
+        method.train_step(x, y, view.task.id)
+        method.model.eval()
+        with torch.no_grad():
+            method.predict(x, view.task.id)  # validation: statistics recomputed (stale)
+        if not validate_last:
+            method.model.train()
+            method.train_step(x, y, view.task.id)  # moved after the validation: the end recomputes
+        calls.clear()
+        method.after_task(view.task, view)
+        assert calls == ([] if validate_last else [view.task.id])

@@ -122,6 +122,8 @@ class GSMask(Method):
         self.log: dict[str, Any] = {}
         self.view: TaskView | None = None  # the current task's training data (for its BatchNorm statistics)
         self.stale = False  # the current task's statistics lag behind steps taken since they were computed
+        self.fresh: TaskView | None = None  # the data the current task's statistics were last computed from, with
+        # the weights and masks as they are now (None once anything moved): the task's end then need not redo them
         with torch.no_grad():
             self.meta_head = nn.Linear(self.net.out_features, self.params.ways).to(self.net.convs[0].weight.device)
 
@@ -144,6 +146,7 @@ class GSMask(Method):
         if task.id > 0:
             self.net.redraw_filters_(self.ownership.free(), task.id)
         self.ownership.snapshot()
+        self.fresh = None
         super().before_task(task)
 
     def task_loss(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
@@ -171,7 +174,7 @@ class GSMask(Method):
             sizes = step_sizes(self.optimizer, weights)
             group_soft_threshold_(weights, [size * p.c * beta for size, beta in zip(sizes, p.betas)])
         self.ownership.restore(on)
-        self.stale = True
+        self.stale, self.fresh = True, None
         return loss.detach()
 
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
@@ -186,7 +189,7 @@ class GSMask(Method):
         """Task ``task_id``'s BatchNorm statistics over its training data (every k-th row, at most ``rows``), with
         its filters as they are now (none without data)."""
         if task_id == self.current:
-            self.stale = False
+            self.stale, self.fresh = False, train
         if len(train) == 0:
             return
         masks = self.ownership.masks(task_id, training=True)
@@ -217,6 +220,7 @@ class GSMask(Method):
                 for n, value in params.items():
                     value.sub_(p.outer_lr * meta.masked_update(direction[n], masks[n]))
             self.ownership.restore(on)
+        self.stale, self.fresh = True, None
 
     def meta_parameters(self, task_id: int) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor | None]]:
         """The parameters the meta phase learns (by functional name) and their masks (True = may change)."""
@@ -230,11 +234,12 @@ class GSMask(Method):
         return params, masks
 
     def after_task(self, task: Task, train: TaskView) -> None:
-        self.recompute_statistics(task.id, train)
+        if self.fresh is not train:  # else the validation just before computed exactly these statistics
+            self.recompute_statistics(task.id, train)
         free_before = self.ownership.claim(task.id)
         self.freeze_task(task.id)
         self.current, self.done, self.optimizer = None, task.id + 1, None  # a later task makes its own optimizer
-        self.view, self.stale = None, False
+        self.view, self.stale, self.fresh = None, False, None
         self.log = self.ownership.record(task.id, free_before, self.params.min_free_share)
         if "low_capacity" in self.log:
             warnings.warn(f"gs-mask: {self.log['low_capacity']}", stacklevel=2)
