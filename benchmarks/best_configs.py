@@ -54,7 +54,8 @@ def main() -> None:
     lines += [f"`python benchmarks/best_configs.py --data-dir DATA --seeds {args.seeds}`: each shipped best config "
               "(`lifelong run --config configs/best/FILE`) over the seeds; mean ± std. Validation ACC is what sweeps "
               "choose on (every task's validation split after the last task); test figures are never used to "
-              "choose.", "", "| config | runs | val ACC | test ACC | BWT | avg forgetting | train s |",
+              "choose. `train s` is each run's training time as measured, on whatever load the machine had (trials and "
+              "seeds ran two at a time, at idle priority beside other work): not a speed figure.", "", "| config | runs | val ACC | test ACC | BWT | avg forgetting | train s |",
               "|---|---|---|---|---|---|---|"]
     for path in sorted((ROOT / "configs" / "best").glob("*.yml")):
         base = read_yaml(path)
