@@ -116,3 +116,15 @@ def test_gs_mask_alone_picks_its_network_and_other_methods_keep_theirs():
         assert build_config({"method": method}).model.name == "mlp"
     # the fingerprint of a config at defaults, as before gs-mask declared its default model
     assert build_config({"method": "ewc"}).fingerprint().startswith("41e790ee7243eaec")
+
+
+def test_gs_mask_runs_made_before_its_fixes_are_not_reused(monkeypatch):
+    """gs-mask's results changed for unchanged configs (issue 18): its revision is hashed into the fingerprint."""
+    from lifelong.config import build_config
+    from lifelong.methods import METHODS
+
+    raw = {"method": "gs-mask", "data": {"benchmark": "split-mnist", "scenario": "task"}}
+    assert METHODS["gs-mask"].revision >= 1
+    now = build_config(raw).fingerprint()
+    monkeypatch.setattr(METHODS["gs-mask"], "revision", 0)
+    assert build_config(raw).fingerprint() != now

@@ -103,6 +103,7 @@ class GSMask(Method):
     Params = Params
     default_model = "gs-conv"  # the model when the config names none (config.py); naming another is an error
     scenarios = ("task",)
+    revision = 1  # issue 18's fixes (BN statistics, proximal step, eval mask): earlier run directories are stale
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
