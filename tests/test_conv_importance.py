@@ -8,8 +8,8 @@ from torch import nn
 
 from lifelong.methods.importance import (
     _closed_form,
-    _grouped_weight_gradients,
     _vmapped,
+    _windows,
     parameter_names,
     summed_per_sample,
 )
@@ -80,27 +80,27 @@ def close(a, b):
     return torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["unfold", "grouped"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "contiguous"])
 @pytest.mark.parametrize("transform", [torch.square, torch.abs])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_conv_closed_form_equals_vmap_and_a_loop(config, transform, grouped, monkeypatch):
-    """Both conv paths (unfold + bmm; one weight gradient with the samples as groups) on every layer shape."""
-    monkeypatch.setattr("lifelong.methods.importance.GROUPED_MIN_POSITIONS", 1 if grouped else 10**9)
-    monkeypatch.setattr("lifelong.methods.importance.GROUPED_MIN_CHANNELS", 1)
-    calls = []
-    monkeypatch.setattr("lifelong.methods.importance._grouped_weight_gradients",
-                        lambda *args, real=_grouped_weight_gradients: calls.append(1) or real(*args))
+def test_conv_closed_form_equals_vmap_and_a_loop(config, transform, channels_last, monkeypatch):
+    """Every layer shape, with the activations in either memory layout (the closed form reads them as they are)."""
+    monkeypatch.setattr("lifelong.methods.importance.CHANNELS_LAST", channels_last)
+    layouts = []
+    net_hook = lambda m, args, out: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
     torch.manual_seed(1)
     net = network(TinyConv(**config))
     names = parameter_names(net)
     x, y = torch.randn(5, 2, 9, 8), torch.tensor([0, 3, 1, 2, 3])
     objective, loss_of = objectives(transform, y)
+    handle = net.backbone.conv2.register_forward_hook(net_hook)
     closed = _closed_form(net, names, x, 1, objective, transform, y)
+    handle.remove()
+    assert layouts == [channels_last]  # the layout under test is the one the layers saw
     assert closed is not None
     assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
     assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))
     assert closed.abs().sum() > 0
-    assert bool(calls) == grouped  # the path under test is the one that ran
 
 
 def test_chunks_of_samples_do_not_change_the_closed_form(monkeypatch):
@@ -180,11 +180,15 @@ def test_batch_statistics_fall_back_to_vmap():
     assert _closed_form(net, names, x, 0, lambda z, e: z.pow(2).sum(), torch.abs, torch.zeros(3)) is None
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "contiguous"])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_unfolded_windows_equal_torch_unfold(config):
-    from lifelong.methods.importance import _unfolded
-
+def test_windows_equal_torch_unfold(config, channels_last):
     conv = TinyConv(**config).conv1
     a = torch.randn(3, 2, 9, 8)
     padding = 0 if conv.padding == "valid" else conv.padding
-    assert torch.equal(_unfolded(conv, a), F.unfold(a, conv.kernel_size, conv.dilation, padding, conv.stride))
+    unfolded = F.unfold(a, conv.kernel_size, conv.dilation, padding, conv.stride)  # (n, C·kh·kw, positions)
+    (kh, kw), groups = conv.kernel_size, conv.groups
+    expected = unfolded.view(3, groups, 2 // groups, kh, kw, -1).permute(0, 1, 5, 3, 4, 2).reshape(3, groups, -1,
+                                                                                                    kh * kw * 2 // groups)
+    a = a.contiguous(memory_format=torch.channels_last) if channels_last else a
+    assert torch.equal(_windows(conv, a), expected)

@@ -9,7 +9,7 @@ number of tasks.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,9 @@ from torch.func import functional_call, grad, vmap
 from lifelong.models.heads import Network
 
 PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
-CLOSED_FORM_BYTES = 32 * 2**20  # the same for one layer in closed form (small chunks stay in cache: faster)
-GROUPED_MIN_POSITIONS = 256  # output positions from which a grouped weight gradient beats unfold + bmm (CPU)
-GROUPED_MIN_CHANNELS = 8  # ... and input channels per group (below, unfold's copies are small)
+CLOSED_FORM_BYTES = 2 * 2**20  # the same for one layer in closed form (chunks that stay in the CPU's cache)
+CLOSED_FORM_BATCH = 128  # samples per forward and backward pass of the closed form (bigger batches: slower on CPU)
+CHANNELS_LAST = True  # conv nets' importance passes read their inputs channels last (faster convolutions on CPU)
 
 
 def parameter_names(model: torch.nn.Module) -> list[str]:
@@ -193,14 +193,21 @@ def summed_per_sample(
 
     Per-sample gradients, never one backward pass per sample: in closed form when every parameter belongs to
     an ``nn.Linear``, ``nn.Conv2d`` or eval-mode BatchNorm and ``transform`` is ``torch.square`` or
-    ``torch.abs`` (see ``_closed_form``), else one vmapped ``torch.func.grad`` per chunk (chunks sized so their
-    gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is: call ``model.eval()`` first.
+    ``torch.abs`` (see ``_closed_form``; CLOSED_FORM_BATCH samples per pass), else one vmapped ``torch.func.grad``
+    per chunk (chunks sized so their gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is: call ``model.eval()`` first.
     """
     extra = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
     if transform in (torch.square, torch.abs):
-        closed = _closed_form(model, names, inputs, task_id, objective, transform, extra)
-        if closed is not None:
-            return closed
+        total = None
+        for start in range(0, inputs.shape[0], CLOSED_FORM_BATCH):
+            part = _closed_form(model, names, inputs[start : start + CLOSED_FORM_BATCH], task_id, objective,
+                                transform, extra[start : start + CLOSED_FORM_BATCH])
+            if part is None:
+                break
+            total = part if total is None else total + part
+        else:
+            if total is not None:
+                return total
     return _vmapped(model, names, inputs, task_id, objective, transform, extra)
 
 
@@ -272,6 +279,8 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
         calls[m].append((args[0], out, args[0]._version, out._version))
 
     hooks = [m.register_forward_hook(record) for m in modules]
+    if CHANNELS_LAST and inputs.dim() == 4 and any(type(m) is torch.nn.Conv2d for m in modules):
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     try:
         with torch.enable_grad():
             logits = model(inputs, task_id)
@@ -319,9 +328,15 @@ def _summed_layer(module, a, delta, transform) -> dict[str, torch.Tensor]:
     for start in range(0, a.shape[0], chunk):
         grads = _per_sample_gradients(module, a[start : start + chunk], delta[start : start + chunk])
         for kind, g in grads.items():
-            part = in_place(g).sum(0)  # g is a fresh tensor: no second one for its square or absolute value
+            part = _sum_over_samples(in_place(g))  # g is fresh: no second tensor for its square or |·|
             total[kind] = total[kind] + part if kind in total else part
     return total
+
+
+def _sum_over_samples(g: torch.Tensor) -> torch.Tensor:
+    """``g.sum(0)``, read in ``g``'s memory order: a permuted view summed as it stands is several times slower."""
+    order = sorted(range(1, g.dim()), key=lambda i: -g.stride(i))
+    return g.permute(0, *order).sum(0).permute(*sorted(range(g.dim() - 1), key=lambda i: order[i]))
 
 
 def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
@@ -331,42 +346,36 @@ def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
     if type(module) is torch.nn.Linear:  # positions (any dims between samples and features) are summed
         a, delta = a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
         return {"weight": torch.einsum("nto,nti->noi", delta, a), "bias": delta.sum(1)}
-    if type(module) is torch.nn.Conv2d:
-        groups, positions = module.groups, delta[0, 0].numel()
-        d = delta.reshape(n, groups, -1, positions)
-        if a.device.type == "cpu" and positions >= GROUPED_MIN_POSITIONS and module.weight.shape[1] >= GROUPED_MIN_CHANNELS:
-            weight = _grouped_weight_gradients(module, a, delta)
-        else:  # the unfolded input against the output gradient, group by group
-            cols = _unfolded(module, a).view(n, groups, -1, positions)  # (n, groups, C_in/groups·kh·kw, L)
-            weight = torch.einsum("ngol,ngkl->ngok", d, cols).reshape(n, *module.weight.shape)
-        return {"weight": weight} if module.bias is None else {"weight": weight, "bias": d.sum(-1).view(n, -1)}
+    if type(module) is torch.nn.Conv2d:  # the input's windows against the output gradient, group by group
+        out_channels, in_per_group, kh, kw = module.weight.shape
+        groups = module.groups
+        cols = _windows(module, a)  # (n, groups, positions, kh·kw·C_in/groups)
+        d = delta.permute(0, 2, 3, 1).reshape(n, -1, groups, out_channels // groups)  # a view if channels last
+        if groups == 1:
+            weight = torch.bmm(d[:, :, 0].transpose(1, 2), cols[:, 0])
+        else:
+            weight = torch.matmul(d.permute(0, 2, 3, 1), cols)
+        weight = weight.view(n, out_channels, kh, kw, in_per_group).permute(0, 1, 4, 2, 3)  # the weight's layout
+        return {"weight": weight} if module.bias is None else {"weight": weight, "bias": delta.sum((2, 3))}
     # BatchNorm with running statistics: y = γ x̂ + β with x̂ = (x − μ) / σ per channel
-    a, delta = a.reshape(n, a.shape[1], -1), delta.reshape(n, a.shape[1], -1)
-    centred = torch.einsum("ncl,ncl->nc", delta, a - module.running_mean[:, None])
-    return {"weight": centred * torch.rsqrt(module.running_var + module.eps), "bias": delta.sum(-1)}
+    spatial, channels = tuple(range(2, a.dim())), (1, -1, *[1] * (a.dim() - 2))
+    centred = delta * (a - module.running_mean.view(channels))
+    centred = centred.sum(spatial) if spatial else centred
+    return {"weight": centred * torch.rsqrt(module.running_var + module.eps),
+            "bias": delta.sum(spatial) if spatial else delta.clone()}
 
 
-def _grouped_weight_gradients(conv: torch.nn.Conv2d, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients as one weight gradient of a convolution whose groups are the samples: the
-    batch folded into the channels, (1, n·C_in, H, W) against (1, n·C_out, H', W'); no unfolded copy."""
-    n = a.shape[0]
-    out_channels, in_per_group, kh, kw = conv.weight.shape
-    shape_only = conv.weight.new_zeros(()).expand(n * out_channels, in_per_group, kh, kw)  # values never read
-    padding = (0, 0) if conv.padding == "valid" else conv.padding
-    _, weight, _ = torch.ops.aten.convolution_backward(
-        delta.reshape(1, -1, *delta.shape[2:]), a.reshape(1, -1, *a.shape[2:]), shape_only, None, conv.stride,
-        padding, conv.dilation, False, (0, 0), conv.groups * n, (False, True, False))
-    return weight.view(n, out_channels, in_per_group, kh, kw)
-
-
-def _unfolded(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
-    """``F.unfold(a, ...)`` for ``conv``'s kernel, stride, padding and dilation: (n, C_in·kh·kw, positions), read
-    through a strided view of the zero-padded input (several times faster than ``F.unfold`` on CPU)."""
+def _windows(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """The input windows each output position of ``conv`` reads (kernel, stride, zero padding, dilation, groups):
+    (n, groups, positions, kh·kw·C_in/groups), each window ordered (kernel row, kernel column, channel). Copied
+    from a strided view of the zero-padded input: in a channels-last input a window row is one contiguous run."""
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
     a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
     n, c, h, w = a.shape
+    groups = conv.groups
     rows, columns = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
     s_n, s_c, s_h, s_w = a.stride()
-    windows = a.as_strided((n, c, kh, kw, rows, columns), (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw))
-    return windows.reshape(n, c * kh * kw, rows * columns)
+    windows = a.as_strided((n, groups, rows, columns, kh, kw, c // groups),
+                           (s_n, s_c * (c // groups), s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
+    return windows.reshape(n, groups, rows * columns, kh * kw * (c // groups))
