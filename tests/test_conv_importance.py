@@ -192,3 +192,52 @@ def test_windows_equal_torch_unfold(config, channels_last):
                                                                                                     kh * kw * 2 // groups)
     a = a.contiguous(memory_format=torch.channels_last) if channels_last else a
     assert torch.equal(_windows(conv, a), expected)
+
+
+@pytest.mark.parametrize("backbone", [TinyConv, Reused], ids=["closed-form", "vmap"])
+def test_extra_as_a_function_of_the_logits(backbone, monkeypatch):
+    """Labels computed from the model's own logits (EWC's ``sample`` / ``max`` modes) on the closed form's forward
+    pass, in batches of CLOSED_FORM_BATCH: the same sum as with the labels given."""
+    monkeypatch.setattr("lifelong.methods.importance.CLOSED_FORM_BATCH", 3)
+    net = network(backbone())
+    names = parameter_names(net)
+    x = torch.randn(7, 2, 9, 8) if backbone is TinyConv else torch.randn(7, 2, 6, 5)
+    with torch.no_grad():
+        labels = net(x, 1).argmax(1)
+    objective = lambda z, e: F.cross_entropy(z[None], e[None])
+    seen = []
+    argmax = lambda logits: seen.append(logits.shape[0]) or logits.argmax(1)
+    given = summed_per_sample(net, names, x, 1, objective, torch.square, labels)
+    assert close(summed_per_sample(net, names, x, 1, objective, torch.square, argmax), given)
+    assert seen == [3, 3, 1]  # once per batch, no forward pass of its own
+    assert close(given, loop_reference(net, names, x, 1, lambda out, i: F.cross_entropy(out, labels[i : i + 1]),
+                                       torch.square))
+
+
+class DenseNorm(nn.Module):
+    """Flatten → linear → BatchNorm1d (running statistics) → ReLU: the BatchNorm formula on (n, features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2 * 6 * 5, 5)
+        self.norm = nn.BatchNorm1d(5)
+        self.out_features = 5
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        return torch.relu(self.norm(self.fc(x.flatten(1))))
+
+
+@pytest.mark.parametrize("transform", [torch.square, torch.abs])
+def test_batchnorm1d_closed_form_equals_vmap_and_a_loop(transform):
+    net = network(DenseNorm())
+    names = parameter_names(net)
+    x, y = torch.randn(5, 2, 6, 5), torch.tensor([0, 3, 1, 2, 3])
+    objective, loss_of = objectives(transform, y)
+    closed = _closed_form(net, names, x, 1, objective, transform, y)
+    assert closed is not None
+    assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
+    assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))

@@ -187,28 +187,38 @@ def summed_per_sample(
     task_id: int,
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     transform: Callable[[torch.Tensor], torch.Tensor],
-    extra: torch.Tensor | None = None,
+    extra: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Σ_n transform(∂ objective(logits_n, extra_n) / ∂θ), flattened in ``names`` order.
 
     Per-sample gradients, never one backward pass per sample: in closed form when every parameter belongs to
     an ``nn.Linear``, ``nn.Conv2d`` or eval-mode BatchNorm and ``transform`` is ``torch.square`` or
     ``torch.abs`` (see ``_closed_form``; CLOSED_FORM_BATCH samples per pass), else one vmapped ``torch.func.grad``
-    per chunk (chunks sized so their gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is: call ``model.eval()`` first.
+    per chunk (chunks sized so their gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is:
+    call ``model.eval()`` first. ``extra`` may be a function of a batch's (detached) logits, e.g. labels drawn
+    from the model: the closed form calls it on its own forward pass, so it costs no second one.
     """
-    extra = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
+    if callable(extra) and not isinstance(extra, torch.Tensor):
+        extra_of = extra
+    else:
+        fixed = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
+        extra_of = None
     if transform in (torch.square, torch.abs):
         total = None
         for start in range(0, inputs.shape[0], CLOSED_FORM_BATCH):
             part = _closed_form(model, names, inputs[start : start + CLOSED_FORM_BATCH], task_id, objective,
-                                transform, extra[start : start + CLOSED_FORM_BATCH])
-            if part is None:
+                                transform, fixed[start : start + CLOSED_FORM_BATCH] if extra_of is None else extra_of)
+            if part is None:  # the first batch already says so: nothing is computed twice
                 break
             total = part if total is None else total + part
         else:
             if total is not None:
                 return total
-    return _vmapped(model, names, inputs, task_id, objective, transform, extra)
+    if extra_of is not None:
+        with torch.no_grad():
+            fixed = torch.cat([extra_of(model(inputs[start : start + CLOSED_FORM_BATCH], task_id))
+                               for start in range(0, inputs.shape[0], CLOSED_FORM_BATCH)])
+    return _vmapped(model, names, inputs, task_id, objective, transform, fixed)
 
 
 def _vmapped(model, names, inputs, task_id, objective, transform, extra) -> torch.Tensor:
@@ -259,9 +269,10 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
     Each layer's per-sample gradient is a product of its input a_n and its output gradient δ_n (see
     ``_per_sample_gradients``); square and absolute value are applied to it and summed over samples, in
     chunks of samples within CLOSED_FORM_BYTES. A linear layer on (B, d) inputs needs no per-sample tensor:
-    Σ_n f(δ_n a_nᵀ) = f(Δ)ᵀ f(A) for the multiplicative f = square or |·|. Returns None (use vmap) when a
-    parameter belongs to another kind of layer, a layer is called twice or its tensors are changed in place,
-    or a BatchNorm normalises with batch statistics (samples would interact).
+    Σ_n f(δ_n a_nᵀ) = f(Δ)ᵀ f(A) for the multiplicative f = square or |·|. ``extra``: a per-sample tensor, or
+    a function of the batch's detached logits that gives it (called once, after the checks). Returns None (use
+    vmap) when a parameter belongs to another kind of layer, a layer is called twice or its tensors are changed
+    in place, or a BatchNorm normalises with batch statistics (samples would interact).
     """
     if any(type(m) in _NORMS and (m.training or m.running_mean is None) for m in model.modules()):
         return None
@@ -289,6 +300,8 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
             h.remove()
     if not all(_single_batched_call(m, c, inputs.shape[0]) for m, c in calls.items()):
         return None
+    if callable(extra) and not isinstance(extra, torch.Tensor):
+        extra = extra(logits.detach())
     used = [m for m in modules if calls[m] and calls[m][0][1].requires_grad]  # e.g. other tasks' heads are unused
     per_sample_objective = vmap(objective)(logits, extra).sum()  # samples do not interact in eval mode
     deltas = torch.autograd.grad(per_sample_objective, [calls[m][0][1] for m in used], allow_unused=True)
