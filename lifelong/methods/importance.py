@@ -19,7 +19,7 @@ from lifelong.models.heads import Network
 
 PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
 CLOSED_FORM_BYTES = 2 * 2**20  # the same for one layer in closed form (chunks that stay in the CPU's cache)
-CLOSED_FORM_BATCH = 128  # samples per forward and backward pass of the closed form (bigger batches: slower on CPU)
+CLOSED_FORM_BATCH = 64  # samples per forward and backward pass of the closed form (bigger batches: slower on CPU)
 CHANNELS_LAST = True  # conv nets' importance passes read their inputs channels last (faster convolutions on CPU)
 
 
