@@ -119,13 +119,7 @@ def restored_on_target(tmp_path, name: str) -> tuple[int, list[str]]:
     return result
 
 
-# importance.py's QuadraticPenalty starts with a CPU constant C; IMM without an l2 transfer keeps such an inactive
-# penalty after a restore. Harmless (never used while inactive) but a tensor off the device: importance.py's owner.
-INACTIVE_PENALTY = pytest.mark.xfail(strict=True, reason="QuadraticPenalty() creates its constant on the CPU")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=INACTIVE_PENALTY) if n.startswith("imm-") else n
-                                  for n in sorted(METHODS)])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_state_follows_a_device_move(tmp_path, name):
     count, off = restored_on_target(tmp_path, name)
     assert count > 0

@@ -37,6 +37,9 @@ def _batch_fisher(model: Network, names: list[str], x: torch.Tensor, y: torch.Te
     """Σ over the batch of the squared per-sample gradients of log p(y|x), y as ``mode`` says."""
     if mode == "empirical":
         return summed_per_sample(model, names, x, task_id, _nll, torch.square, y)
+    if mode in ("sample", "max"):  # labels from the pass's own logits: no second forward
+        labels = _sampled if mode == "sample" else _argmax
+        return summed_per_sample(model, names, x, task_id, _nll, torch.square, labels)
     with torch.no_grad():
         probs = torch.softmax(model(x, task_id), -1)
     if mode == "expected":
@@ -46,8 +49,16 @@ def _batch_fisher(model: Network, names: list[str], x: torch.Tensor, y: torch.Te
             part = summed_per_sample(model, names, x, task_id, _weighted_log_likelihood, torch.square, weights)
             total = part if total is None else total + part
         return total
-    labels = torch.multinomial(probs, 1).squeeze(1) if mode == "sample" else probs.argmax(1)
-    return summed_per_sample(model, names, x, task_id, _nll, torch.square, labels)
+    raise ValueError(f"unknown Fisher mode '{mode}'")
+
+
+def _sampled(logits: torch.Tensor) -> torch.Tensor:
+    """One label per row drawn from the model's softmax (torch's global generator)."""
+    return torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(1)
 
 
 def fisher_diagonal(model: Network, names: list[str], view: TaskView, task_id: int, mode: str = "empirical",

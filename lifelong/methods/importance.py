@@ -84,7 +84,7 @@ class QuadraticPenalty:
         self.weight: torch.Tensor | None = None  # A, flat
         self.center: torch.Tensor | None = None  # m, flat
         self.linear: torch.Tensor | None = None  # B, flat
-        self.constant = torch.zeros(())  # C
+        self.constant: torch.Tensor | None = None  # C (set with the terms, on their device)
         self._views: tuple[list[torch.Tensor], ...] | None = None  # parameters, A, m, B per tensor
         self._reached: dict[tuple[bool, ...], tuple[list[torch.Tensor], ...]] = {}  # for ``with_gradient``
 
