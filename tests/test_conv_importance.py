@@ -241,3 +241,12 @@ def test_batchnorm1d_closed_form_equals_vmap_and_a_loop(transform):
     assert closed is not None
     assert close(closed, _vmapped(net, names, x, 1, objective, transform, y))
     assert close(closed, loop_reference(net, names, x, 1, loss_of, transform))
+
+
+def test_closed_form_batches_conv_nets_only():
+    """Conv nets run the closed form CLOSED_FORM_BATCH samples at a time; a linear net takes the caller's batch in
+    one pass (one matrix product per layer, faster on more rows)."""
+    from lifelong.methods.importance import CLOSED_FORM_BATCH, _closed_form_batch
+
+    assert _closed_form_batch(network(TinyConv()), 1024) == CLOSED_FORM_BATCH
+    assert _closed_form_batch(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), 1024) == 1024

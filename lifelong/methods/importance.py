@@ -19,7 +19,7 @@ from lifelong.models.heads import Network
 
 PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
 CLOSED_FORM_BYTES = 2 * 2**20  # the same for one layer in closed form (chunks that stay in the CPU's cache)
-CLOSED_FORM_BATCH = 64  # samples per forward and backward pass of the closed form (bigger batches: slower on CPU)
+CLOSED_FORM_BATCH = 64  # samples per closed-form pass on conv nets (bigger batches: slower on CPU)
 CHANNELS_LAST = True  # conv nets' importance passes read their inputs channels last (faster convolutions on CPU)
 
 
@@ -193,7 +193,7 @@ def summed_per_sample(
 
     Per-sample gradients, never one backward pass per sample: in closed form when every parameter belongs to
     an ``nn.Linear``, ``nn.Conv2d`` or eval-mode BatchNorm and ``transform`` is ``torch.square`` or
-    ``torch.abs`` (see ``_closed_form``; CLOSED_FORM_BATCH samples per pass), else one vmapped ``torch.func.grad``
+    ``torch.abs`` (see ``_closed_form``; ``_closed_form_batch`` samples per pass), else one vmapped ``torch.func.grad``
     per chunk (chunks sized so their gradients stay within PER_SAMPLE_BYTES). The model is evaluated as it is:
     call ``model.eval()`` first. ``extra`` may be a function of a batch's (detached) logits, e.g. labels drawn
     from the model: the closed form calls it on its own forward pass, so it costs no second one.
@@ -204,10 +204,10 @@ def summed_per_sample(
         fixed = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
         extra_of = None
     if transform in (torch.square, torch.abs):
-        total = None
-        for start in range(0, inputs.shape[0], CLOSED_FORM_BATCH):
-            part = _closed_form(model, names, inputs[start : start + CLOSED_FORM_BATCH], task_id, objective,
-                                transform, fixed[start : start + CLOSED_FORM_BATCH] if extra_of is None else extra_of)
+        total, size = None, _closed_form_batch(model, inputs.shape[0])
+        for start in range(0, inputs.shape[0], size):
+            part = _closed_form(model, names, inputs[start : start + size], task_id, objective,
+                                transform, fixed[start : start + size] if extra_of is None else extra_of)
             if part is None:  # the first batch already says so: nothing is computed twice
                 break
             total = part if total is None else total + part
@@ -219,6 +219,14 @@ def summed_per_sample(
             fixed = torch.cat([extra_of(model(inputs[start : start + CLOSED_FORM_BATCH], task_id))
                                for start in range(0, inputs.shape[0], CLOSED_FORM_BATCH)])
     return _vmapped(model, names, inputs, task_id, objective, transform, fixed)
+
+
+def _closed_form_batch(model: torch.nn.Module, samples: int) -> int:
+    """Samples per closed-form pass: CLOSED_FORM_BATCH for conv nets (their activations outgrow the CPU caches),
+    the caller's whole batch otherwise (a linear layer's sum is one matrix product, faster on more rows)."""
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return CLOSED_FORM_BATCH
+    return max(1, samples)
 
 
 def _vmapped(model, names, inputs, task_id, objective, transform, extra) -> torch.Tensor:
