@@ -48,42 +48,6 @@ class EWCSLNIParams(ewc.Params):
     slni: Params = Field(default_factory=Params, description="the config section slni")
 
 
-def pair_weights(width: int, params: Params, alpha: torch.Tensor | None = None) -> torch.Tensor:
-    """The (N×N) symmetric weights of |C_ij|: Gaussian in i − j (1 for sni), × exp(−(α_i + α_j)), zero diagonal."""
-    index = torch.arange(width, dtype=torch.float64)
-    if params.variant == "sni":
-        weights = torch.ones(width, width, dtype=torch.float64)
-    else:
-        sigma = width / params.scale
-        weights = torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * sigma**2))
-    if alpha is not None:
-        discount = torch.exp(-alpha.detach().double().cpu())
-        weights = weights * discount[:, None] * discount[None, :]
-    weights.fill_diagonal_(0.0)
-    return weights.float()
-
-
-class _Inhibition(torch.autograd.Function):
-    """Σ_m h_mᵀ W h_m / M for symmetric W: value and gradient 2 H W / M from one matmul."""
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        hw = h @ weights
-        ctx.save_for_backward(hw)
-        ctx.scale = 2.0 / h.shape[0]
-        return torch.dot(hw.reshape(-1), h.reshape(-1)) / h.shape[0]
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (hw,) = ctx.saved_tensors
-        return hw * (grad_output * ctx.scale), None
-
-
-def inhibition(h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """R = Σ_{i≠j} W_ij |C_ij|, C = hᵀh / M, for non-negative (post-ReLU) activations ``h`` and ``pair_weights``."""
-    return _Inhibition.apply(h, weights.to(h.dtype))
-
-
 def gaussian_factor(width: int, params: Params) -> torch.Tensor:
     """F (float64, N × r) with F Fᵀ = the Gaussian matrix exp(−(i−j)²/(2σ²)) (all-ones for sni) to ~1e-8: the
     Gaussian matrix is numerically low rank (≈ 20 columns at scale 6, whatever the width)."""
@@ -97,34 +61,8 @@ def gaussian_factor(width: int, params: Params) -> torch.Tensor:
 
 
 def discount(width: int, alpha: torch.Tensor | None = None) -> torch.Tensor:
-    """d = exp(−α) (float64; ones without decay): ``pair_weights`` = D (F Fᵀ) D − diag(d²)."""
+    """d = exp(−α) (float64; ones without decay): the pair weights are D (F Fᵀ) D − diag(d²)."""
     return torch.ones(width, dtype=torch.float64) if alpha is None else torch.exp(-alpha.detach().double().cpu())
-
-
-def pair_factor(width: int, params: Params, alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D F, d²) with ``pair_weights`` = (D F)(D F)ᵀ − diag(d²), F = ``gaussian_factor``, d = ``discount``."""
-    d = discount(width, alpha)
-    return (gaussian_factor(width, params) * d[:, None]).float(), (d * d).float()
-
-
-class _LowRankInhibition(torch.autograd.Function):
-    """``inhibition`` with W = F Fᵀ − diag(d²): (‖H F‖² − Σ H² d²) / M, gradient 2 (H F Fᵀ − H d²) / M."""
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, factor: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
-        hf = h @ factor
-        ctx.save_for_backward(h, hf, factor, d2)
-        return (torch.dot(hf.reshape(-1), hf.reshape(-1)) - torch.dot((h * h).sum(0), d2)) / h.shape[0]
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        h, hf, factor, d2 = ctx.saved_tensors
-        return torch.addcmul(hf @ factor.t(), h, d2, value=-1.0) * (grad_output * 2.0 / h.shape[0]), None, None
-
-
-def low_rank_inhibition(h: torch.Tensor, factor: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
-    """``inhibition`` from ``pair_factor``: two thin products instead of one N×N product."""
-    return _LowRankInhibition.apply(h, factor.to(h.dtype), d2.to(h.dtype))
 
 
 class _StackedInhibition(torch.autograd.Function):
@@ -150,7 +88,7 @@ class _StackedInhibition(torch.autograd.Function):
 
 def stacked_inhibition(hs: list[torch.Tensor], factor: torch.Tensor, d: torch.Tensor | None, scale: float = 1.0
                        ) -> torch.Tensor:
-    """scale Σ_l ``inhibition``(hs[l], ``pair_weights`` with α_l) for layers of one width N, from F =
+    """scale Σ_l R(hs[l]) with the pair weights of α_l, for layers of one width N, from F =
     ``gaussian_factor`` (N × r) and d = the ``discount`` rows (L × 1 × N; None: no decay), in one pair of thin
     products for all layers; the dtypes of ``factor`` and ``d`` must be the activations'."""
     return _StackedInhibition.apply(factor, d, scale, *hs)
