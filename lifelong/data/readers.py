@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import scipy.io
 import torch
 from PIL import Image
 
@@ -211,6 +210,8 @@ def read_svhn(folder: str | Path, checksums: Mapping[str, Checksum] | None = Non
     for filename in ("train_32x32.mat", "test_32x32.mat"):
         path = folder / filename
         data = read_checked(path, checksums.get(filename))
+        import scipy.io  # only SVHN's .mat files need it: not paid at every start
+
         try:
             mat = scipy.io.loadmat(io.BytesIO(data))
         except Exception as err:  # scipy raises many types for malformed .mat files; all mean "corrupt file"
