@@ -52,19 +52,6 @@ def on_device(state: Any, device: torch.device) -> Any:
     return state
 
 
-def scaler_state(method: Method) -> dict[str, Any] | None:
-    """train.precision fp16: the loss scaler's state (plain numbers) for a checkpoint; None without a scaler."""
-    scaler = getattr(method, "_scaler", None)  # Method.train_context makes it on the first fp16 batch
-    return None if scaler is None else scaler.state_dict()
-
-
-def load_scaler_state(method: Method, state: dict[str, Any] | None) -> None:
-    """Continue with the loss scale and growth count of ``scaler_state``'s output (nothing when it is empty)."""
-    if state:
-        method._scaler = torch.amp.GradScaler(method.device().type)
-        method._scaler.load_state_dict(state)
-
-
 class UserBackbone(nn.Module):
     """A user's module as a backbone: its outputs (features or logits, flattened) feed the method's heads."""
 
@@ -337,7 +324,7 @@ class Learner:
                 "input_shape": list(self.input_shape), "backbone": self.backbone, "method": self.method.state_dict(),
                 "task": None if self.task is None else self.task.id, "tasks_done": self.tasks_done,
                 "epoch": self.epoch, "collected": [list(pair) for pair in self.collected],
-                "scaler": scaler_state(self.method), "rng": torch.get_rng_state(),
+                "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def save(self, path: str | Path) -> None:
@@ -374,7 +361,6 @@ class Learner:
             self.method.load_state_dict(on_device(state["method"], self.device))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"the saved state does not fit method {self.method.name} ({type(err).__name__})") from None
-        load_scaler_state(self.method, state.get("scaler"))  # absent from learners saved before it was kept
         self.tasks_done, self.epoch = state["tasks_done"], state["epoch"]
         self.collected = [tuple(on_device(pair, self.device)) for pair in state["collected"]]
         if state["task"] is not None:

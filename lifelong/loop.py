@@ -24,7 +24,7 @@ from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
-from lifelong.learner import Learner, load_scaler_state, on_device, resolve_device, scaler_state
+from lifelong.learner import Learner, on_device, resolve_device
 from lifelong.lock import run_lock
 from lifelong.loggers import open_loggers
 from lifelong.methods.base import Method
@@ -81,7 +81,6 @@ class _Checkpointer:
             "config": self.config,
             "loop": asdict(state),
             "method": method.state_dict(),
-            "scaler": scaler_state(method),  # train.precision fp16: the loss scale goes on where it was
             "rng": {
                 "torch": torch.get_rng_state(),
                 "data": self.data_rng.get_state(),
@@ -105,7 +104,6 @@ class _Checkpointer:
             # the one device move: the file loads onto the CPU (map_location, where the RNG states must stay), the
             # method's whole state moves to the run's device here; no method moves its own (tests/test_device_move.py)
             method.load_state_dict(on_device(ckpt["method"], self.device))
-            load_scaler_state(method, ckpt.get("scaler"))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"the checkpoint in '{self.run_dir}' does not fit method '{method.name}' "
                             f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}); delete "

@@ -54,11 +54,11 @@ def test_a_resumed_fp16_run_keeps_its_loss_scale(tiny, tmp_path, crash_and_resum
     ref_dir, reference = lifelong.run({**config, "out": str(tmp_path / "ref")})
     seen = []
     run_dir, resumed = crash_and_resume({**config, "out": str(tmp_path / "crash")}, [(1, 1), (2, 0)],
-                                        inspect=lambda d, s: seen.append(store.load_checkpoint(d)["scaler"]))
+                                        inspect=lambda d, s: seen.append(store.load_checkpoint(d)["method"]["scaler"]))
     assert all(s["_growth_tracker"] > 0 for s in seen)  # the crashes came mid-count
-    scaler = store.load_checkpoint(ref_dir)["scaler"]
+    scaler = store.load_checkpoint(ref_dir)["method"]["scaler"]
     assert scaler["scale"] > 0 and scaler["_growth_tracker"] > seen[-1]["_growth_tracker"]
-    assert store.load_checkpoint(run_dir)["scaler"] == scaler
+    assert store.load_checkpoint(run_dir)["method"]["scaler"] == scaler
     assert resumed["acc_matrix"] == reference["acc_matrix"]
 
 

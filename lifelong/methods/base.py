@@ -198,6 +198,7 @@ class Method:
             "model": self.model.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "extra": self.extra_state(),
+            "scaler": None if getattr(self, "_scaler", None) is None else self._scaler.state_dict(),  # fp16's scale
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -207,3 +208,6 @@ class Method:
         if state["optimizer"] is not None:
             self.optimizer = self.make_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):  # absent from states saved before the scale was kept
+            self._scaler = torch.amp.GradScaler(self.device().type)
+            self._scaler.load_state_dict(state["scaler"])

@@ -40,16 +40,14 @@ def _batch_fisher(model: Network, names: list[str], x: torch.Tensor, y: torch.Te
     if mode in ("sample", "max"):  # labels from the pass's own logits: no second forward
         labels = _sampled if mode == "sample" else _argmax
         return summed_per_sample(model, names, x, task_id, _nll, torch.square, labels)
-    with torch.no_grad():
+    with torch.no_grad():  # expected: the exact sum over classes, one pass per class
         probs = torch.softmax(model(x, task_id), -1)
-    if mode == "expected":
-        total = None
-        for c in range(probs.shape[1]):
-            weights = F.one_hot(torch.full_like(y, c), probs.shape[1]) * probs[:, c : c + 1].sqrt()
-            part = summed_per_sample(model, names, x, task_id, _weighted_log_likelihood, torch.square, weights)
-            total = part if total is None else total + part
-        return total
-    raise ValueError(f"unknown Fisher mode '{mode}'")
+    total = None
+    for c in range(probs.shape[1]):
+        weights = F.one_hot(torch.full_like(y, c), probs.shape[1]) * probs[:, c : c + 1].sqrt()
+        part = summed_per_sample(model, names, x, task_id, _weighted_log_likelihood, torch.square, weights)
+        total = part if total is None else total + part
+    return total
 
 
 def _sampled(logits: torch.Tensor) -> torch.Tensor:
