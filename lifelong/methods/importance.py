@@ -198,7 +198,7 @@ def summed_per_sample(
     call ``model.eval()`` first. ``extra`` may be a function of a batch's (detached) logits, e.g. labels drawn
     from the model: the closed form calls it on its own forward pass, so it costs no second one.
     """
-    if callable(extra) and not isinstance(extra, torch.Tensor):
+    if callable(extra):
         extra_of = extra
     else:
         fixed = torch.zeros(inputs.shape[0], device=inputs.device) if extra is None else extra
@@ -308,7 +308,7 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
             h.remove()
     if not all(_single_batched_call(m, c, inputs.shape[0]) for m, c in calls.items()):
         return None
-    if callable(extra) and not isinstance(extra, torch.Tensor):
+    if callable(extra):
         extra = extra(logits.detach())
     used = [m for m in modules if calls[m] and calls[m][0][1].requires_grad]  # e.g. other tasks' heads are unused
     per_sample_objective = vmap(objective)(logits, extra).sum()  # samples do not interact in eval mode

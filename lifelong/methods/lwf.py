@@ -46,17 +46,15 @@ def segment_log_softmax(z: torch.Tensor, widths: list[int]) -> torch.Tensor:
     return torch.cat([F.log_softmax(part, dim=1) for part in z.split(widths, dim=1)], dim=1)
 
 
-def heads_kl(z: torch.Tensor, log_p: torch.Tensor, widths: list[tuple[int, int]], temperature: float,
+def heads_kl(z: torch.Tensor, log_p: torch.Tensor, widths: list[int], temperature: float,
              scale: float = 1.0) -> torch.Tensor:
-    """scale Σ over heads of the mean over rows of KL(p ‖ softmax(z/T)): head h has widths[h] = (student outputs,
-    teacher outputs) consecutive columns of ``z`` and of the teacher's ``log_p`` (joined over heads); a student's
-    extra outputs get target 0. Few Python-level calls: their cost, not the arithmetic, is what a step pays."""
-    log_q = segment_log_softmax(z / temperature, [s for s, _ in widths])
-    if len(widths) == 1:
-        log_q = log_q[:, : widths[0][1]]
-    elif any(s != t for s, t in widths):
-        parts = log_q.split([s for s, _ in widths], dim=1)
-        log_q = torch.cat([part[:, :t] for part, (_, t) in zip(parts, widths)], dim=1)
+    """scale Σ over heads of the mean over rows of KL(p ‖ softmax(z/T)): head h owns widths[h] consecutive columns
+    of ``z`` and of the teacher's ``log_p`` (joined over heads). One head may be wider in ``z`` than in ``log_p``
+    (class-IL, every seen class): its extra outputs get target 0. Few Python-level calls: their cost, not the
+    arithmetic, is what a step pays."""
+    log_q = segment_log_softmax(z / temperature, widths if len(widths) > 1 else [z.shape[1]])
+    if log_q.shape[1] != log_p.shape[1]:  # one student head wider than its teacher's
+        log_q = log_q[:, : log_p.shape[1]]
     return F.kl_div(log_q, log_p, reduction="sum", log_target=True) * (scale / z.shape[0])
 
 
@@ -183,13 +181,11 @@ class LwF(Method):
                scale: float = 1.0) -> torch.Tensor:
         """scale × ``distillation`` from the teacher's ``teacher_terms`` (``heads_kl``)."""
         T, widths = self.params.temperature, self.old_widths()
-        if self.model.scenario == "class" and self.params.student_classes == "seen":
-            z, pairs = logits, [(logits.shape[1], widths[0])]
-        else:
-            z, pairs = self.old_logits(self.model, features, logits), [(w, w) for w in widths]
-        scale = scale / (len(pairs) if self.params.head_reduction == "mean" else 1)
+        seen = self.model.scenario == "class" and self.params.student_classes == "seen"
+        z = logits if seen else self.old_logits(self.model, features, logits)
+        scale = scale / (len(widths) if self.params.head_reduction == "mean" else 1)
         scale = scale * (T * T if self.params.t_squared else 1.0)
-        return heads_kl(z, terms["log_p"], pairs, T, scale)
+        return heads_kl(z, terms["log_p"], widths, T, scale)
 
     def terms_penalty(self, features: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """Extra terms on the features against the teacher's (EBLL's code loss); none for LwF."""
