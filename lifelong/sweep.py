@@ -203,7 +203,7 @@ def run_asha(sweep: Sweep, executor: Executor | None = None,
         result = results.get(i)
         reached = (result.metrics or {}).get("tasks", 0) if result is not None else 0
         if result is not None and result.error is not None:
-            entry["error"] = _first_line(result.error)
+            entry["error"] = _error_line(result.error)
         elif reached < tasks:
             entry["error"] = (f"stopped by asha after {reached} of {tasks} tasks (val ACC over the tasks seen "
                               f"{result.metrics.get('val_acc', float('nan')):.4f})" if reached else "not run")
@@ -234,7 +234,8 @@ def _tune_run(config: dict[str, Any], configs: list[dict[str, Any]], tasks: int)
     report(outcome.results.get("val_acc_matrix") or [])  # a run found finished reports its rows now
 
 
-def _first_line(err: BaseException) -> str:
+def _error_line(err: BaseException) -> str:
+    """The message a trial failed with: the last non-empty line of Ray's error (its traceback comes first)."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else type(err).__name__
 
