@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifelong import store, sweep
+from lifelong import lock, store, sweep
 from lifelong.cli import main
 from lifelong.errors import UserError
 
@@ -125,3 +125,19 @@ def test_asha_stops_poor_runs_after_a_task_and_never_chooses_them(tiny):
     assert best["params"]["ewc.lam"] in (1, 10) and best["runs"] == 1 and best["error"] is None
     finished = [r for r in rows if r["error"] is None]
     assert all(store.read_results(Path(r["run_dirs"][0]))["val_acc_matrix"] for r in finished)
+
+    # A stopped run's worker was killed mid-run: whatever lock file it left is free to take (a dead owner's
+    # flock is released), and the same sweep without the scheduler resumes it from its checkpoint to the end,
+    # with the results of a run that was never stopped.
+    for row in stopped:
+        run_dir = Path(row["run_dirs"][0])
+        assert store.load_checkpoint(run_dir) is not None and not (run_dir / "results.json").exists()
+        with lock.run_lock(run_dir):
+            pass
+    plain, _ = sweep.run_sweep(sweep.sweep_from_dict({**raw, "scheduler": "none"}))
+    assert all(r["error"] is None for r in plain)
+    again = {r["params"]["ewc.lam"]: store.read_results(Path(r["run_dirs"][0])) for r in plain}
+    fresh = sweep.run_sweep(sweep.sweep_from_dict(
+        {**raw, "scheduler": "none", "params": {"ewc.lam": [1.0e9]},
+         "base": {**raw["base"], "out": str(Path(raw["base"]["out"]).parent / "fresh")}}))[0][0]
+    assert store.read_results(Path(fresh["run_dirs"][0]))["acc_matrix"] == again[1.0e9]["acc_matrix"]
