@@ -3,6 +3,9 @@ to configs/best/<sweep name>.yml, then every best config is measured over 3 seed
 figures make the section ``best-configs`` of docs/RESULTS.md.
 
     .venv/bin/python benchmarks/best_configs.py --data-dir DATA [--jobs 2] [--seeds 0,1,2] [--out runs/best]
+
+``--only GLOB`` (e.g. ``'*-domain-*'``) runs the matching sweeps and best configs alone and writes nothing to
+RESULTS.md: a campaign can go in parts, and a last full pass (reusing every finished run) writes the section.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def sweeps(args: argparse.Namespace) -> list[str]:
     """Run every sweep of configs/sweeps/ (its runs under ``args.out``) and write its winner to configs/best/."""
     lines = []
-    for path in sorted((ROOT / "configs" / "sweeps").glob("*.yml")):
+    for path in sorted((ROOT / "configs" / "sweeps").glob(f"{args.only}.yml")):
         raw = read_yaml(path)
+        if isinstance(raw.get("base"), str):  # a path to a run config, relative to the sweep file (as `lifelong sweep`)
+            raw["base"] = read_yaml(path.parent / raw["base"])
         raw["base"].setdefault("data", {})["data_dir"] = args.data_dir
         raw["base"]["out"] = args.out
         spec = sweep.sweep_from_dict(raw)
@@ -48,6 +53,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "runs" / "best"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--only", default="*", help="a glob of sweep names (file stems); implies --no-write")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = sweeps(args)
@@ -57,7 +63,7 @@ def main() -> None:
               "choose. `train s` is each run's training time as measured, on whatever load the machine had (trials and "
               "seeds ran two at a time, at idle priority beside other work): not a speed figure.", "", "| config | runs | val ACC | test ACC | BWT | avg forgetting | train s |",
               "|---|---|---|---|---|---|---|"]
-    for path in sorted((ROOT / "configs" / "best").glob("*.yml")):
+    for path in sorted((ROOT / "configs" / "best").glob(f"{args.only}.yml")):
         base = read_yaml(path)
         base.setdefault("data", {})["data_dir"] = args.data_dir
         base["out"] = args.out
@@ -75,7 +81,7 @@ def main() -> None:
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
-    if not args.no_write:
+    if not args.no_write and args.only == "*":
         update_section("best-configs", "## Best configs (benchmarks/best_configs.py)\n\n" + text)
 
 

@@ -14,7 +14,8 @@ no validation split, every method at its default hyperparameters (``imm-mean`` /
    the order rotating from one repeat to the next), so a change in machine load hits all alike. Median step time, and
    its ratio to ``naive``'s. Goal: the penalty methods (ewc, online-ewc, si, mas, mas-alpha, imm-mean, imm-mode
    with L2-transfer) ≤ 1.15× naive.
-2. **Importance** — for ewc (Fisher), online-ewc, mas, mas-alpha and imm-mode: the time of ``after_task`` over
+2. **Importance** — for ewc (Fisher; also its ``sample`` and ``expected`` modes, named ``ewc:sample``,
+   ``ewc:expected``), online-ewc, mas, mas-alpha and imm-mode: the time of ``after_task`` over
    task 1's whole training data (~12,000 samples), against one training epoch of task 1 with ``naive`` as the
    loop runs it (batches drawn from the task's ``Stream`` + ``train_step``). Goal: ≤ 1 epoch.
 3. **Run** — ``lifelong.run(..., force=True)`` of each method over the 5 tasks, 1 epoch per task;
@@ -65,7 +66,7 @@ from throughput import cpu_model, cpu_ticks, others_share, own_cpu_seconds  # no
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 EXCLUDED = ("single-task", "joint", "gs-mask", "mark")  # gs-mask and mark bring their own networks, not the MLP
 PENALTY_METHODS = ("ewc", "online-ewc", "si", "mas", "mas-alpha", "imm-mean", "imm-mode")
-IMPORTANCE_METHODS = ("ewc", "online-ewc", "mas", "mas-alpha", "imm-mode")
+IMPORTANCE_METHODS = ("ewc", "ewc:sample", "ewc:expected", "online-ewc", "mas", "mas-alpha", "imm-mode")
 STEP_GOAL = 1.15
 IMPORTANCE_GOAL = 1.0
 LOAD_LIMIT = 1.0
@@ -78,6 +79,7 @@ def log(msg: str) -> None:
 def make_config(method: str, data_dir: str, out: str, train_fraction: float, max_tasks: int | None = None,
                 epochs: int = 1, model: str = "mlp") -> Config:
     conv = model != "mlp"  # the conv backbones read Fashion-MNIST at 3×32×32, as split CIFAR-10 would be read
+    method, _, fisher = method.partition(":")  # "ewc:expected": EWC with that Fisher mode
     raw: dict[str, Any] = {
         "method": method,
         "seed": 0,
@@ -91,6 +93,8 @@ def make_config(method: str, data_dir: str, out: str, train_fraction: float, max
     }
     if method.startswith("imm-"):
         raw["imm"] = {"transfer": "l2"}
+    if fisher:
+        raw[method] = {"fisher": fisher}
     return build_config(raw)
 
 
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         fraction, repeats, steps, run_repeats, wait = 0.05, 1, 3, 1, 0.0
     rehearsal = [n for n, m in METHODS.items() if "memory" in m.extra_sections]  # benchmarks/rehearsal.py
     names = ["naive"] + [n for n in METHODS if n not in (*EXCLUDED, *rehearsal, "naive")]
-    importance_names = [n for n in IMPORTANCE_METHODS if n in METHODS]
+    importance_names = [n for n in IMPORTANCE_METHODS if n.partition(":")[0] in METHODS]
 
     started = time.time()
     sections: list[str] = []
@@ -385,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                          "", table, "", reading, ""]
             log(table)
         if "conv-importance" not in skip:
-            conv_names = [n for n in ("ewc", "mas", "imm-mode") if n in METHODS]
+            conv_names = [n for n in ("ewc", "ewc:expected", "mas", "imm-mode") if n.partition(":")[0] in METHODS]
             for model in ("alexnet", "resnet18-reduced"):
                 log(f"2b. importance cost on {model}: {', '.join(conv_names)}")
                 conv_fraction = 0.02 if args.quick else args.conv_fraction

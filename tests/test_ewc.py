@@ -12,7 +12,7 @@ from lifelong.config import TrainConfig
 from lifelong.data.arrays import ImageArrays
 from lifelong.data.batches import TaskView
 from lifelong.data.scenarios import Task
-from lifelong.methods.ewc import EWC, fisher_diagonal
+from lifelong.methods.ewc import EWC, fisher_diagonal, logit_fisher_factors
 from lifelong.methods.importance import flatten, parameter_names, relayout
 from lifelong.methods.online_ewc import OnlineEWC
 from lifelong.models import build_backbone
@@ -45,9 +45,10 @@ def grad_of_log_prob(net, names, x, task_id, c):
                       for n in names])
 
 
-@pytest.mark.parametrize("mode", ["empirical", "sample", "max", "expected"])
-def test_fisher_of_every_mode_matches_a_per_sample_loop(mode):
-    net, view, task_id = build_network(), make_view(1), 1
+@pytest.mark.parametrize("mode, task_id", [("empirical", 1), ("sample", 1), ("max", 1), ("expected", 1),
+                                           ("expected", 0)])
+def test_fisher_of_every_mode_matches_a_per_sample_loop(mode, task_id):
+    net, view = build_network(), make_view(task_id, classes=(2, 3)[task_id])
     names = parameter_names(net)
     net.train()  # the Fisher must switch dropout off, then restore the mode
     torch.manual_seed(3)
@@ -71,6 +72,17 @@ def test_fisher_of_every_mode_matches_a_per_sample_loop(mode):
     slow /= len(view)
     assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-7)
     assert fast.sum() > 0
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 7])
+def test_logit_fisher_factors_rebuild_the_softmax_fisher(classes):
+    """B Bᵀ = diag(p) − p pᵀ, with K − 1 columns (the expected Fisher in K − 1 backward passes instead of K)."""
+    logits = torch.randn(5, classes, generator=torch.Generator().manual_seed(classes)) * 3
+    factors = logit_fisher_factors(logits)
+    p = torch.softmax(logits.double(), -1)
+    assert factors.shape == (5, classes, classes - 1)
+    rebuilt = (factors.double() @ factors.double().transpose(1, 2))
+    assert torch.allclose(rebuilt, torch.diag_embed(p) - p[:, :, None] * p[:, None, :], atol=1e-6)
 
 
 def test_fisher_sample_cap_uses_a_random_subset_of_that_size():

@@ -27,9 +27,23 @@ def _nll(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[None], label[None])
 
 
-def _weighted_log_likelihood(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_c w_c log p(c | x); with w = √p(c|x)·onehot(c) its squared gradient is p(c|x)·(∂ log p(c|x)/∂θ)²."""
-    return (weights * torch.log_softmax(logits, -1)).sum()
+def _along(logits: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """⟨direction, logits⟩ for one sample: its gradient is Jᵀ·direction, J = ∂logits/∂θ."""
+    return (direction * logits).sum()
+
+
+def logit_fisher_factors(logits: torch.Tensor) -> torch.Tensor:
+    """B (rows, K, K − 1) with B Bᵀ = diag(p) − p pᵀ, the Fisher of a softmax in logit space (p = softmax(logits)).
+
+    That matrix has rank K − 1 (its null space is the all-ones vector), so K − 1 directions carry the whole expected
+    Fisher: diag Jᵀ(diag p − p pᵀ)J = Σ_i (Jᵀ b_i)². Two classes: b = √(p₀p₁)·(1, −1); more: eigenvectors × √eigenvalues
+    (in float64, the zero eigenvalue dropped)."""
+    p = torch.softmax(logits.double(), -1)
+    if p.shape[1] == 2:
+        root = (p[:, 0] * p[:, 1]).sqrt()
+        return torch.stack([root, -root], 1)[:, :, None].to(logits.dtype)
+    values, vectors = torch.linalg.eigh(torch.diag_embed(p) - p[:, :, None] * p[:, None, :])
+    return (vectors[:, :, 1:] * values[:, None, 1:].clamp_min(0).sqrt()).to(logits.dtype)
 
 
 def _batch_fisher(model: Network, names: list[str], x: torch.Tensor, y: torch.Tensor, task_id: int,
@@ -40,14 +54,15 @@ def _batch_fisher(model: Network, names: list[str], x: torch.Tensor, y: torch.Te
     if mode in ("sample", "max"):  # labels from the pass's own logits: no second forward
         labels = _sampled if mode == "sample" else _argmax
         return summed_per_sample(model, names, x, task_id, _nll, torch.square, labels)
-    with torch.no_grad():  # expected: the exact sum over classes, one pass per class
-        probs = torch.softmax(model(x, task_id), -1)
+    # expected: the exact sum over classes as K − 1 passes along logit directions, each from the pass's own logits
+    with torch.no_grad():
+        classes = model(x[:1], task_id).shape[1]
     total = None
-    for c in range(probs.shape[1]):
-        weights = F.one_hot(torch.full_like(y, c), probs.shape[1]) * probs[:, c : c + 1].sqrt()
-        part = summed_per_sample(model, names, x, task_id, _weighted_log_likelihood, torch.square, weights)
+    for i in range(classes - 1):
+        part = summed_per_sample(model, names, x, task_id, _along, torch.square,
+                                 lambda logits, i=i: logit_fisher_factors(logits)[:, :, i])
         total = part if total is None else total + part
-    return total
+    return total if total is not None else torch.zeros_like(flatten(model, names).detach())
 
 
 def _sampled(logits: torch.Tensor) -> torch.Tensor:
