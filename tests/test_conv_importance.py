@@ -250,3 +250,45 @@ def test_closed_form_batches_conv_nets_only():
 
     assert _closed_form_batch(network(TinyConv()), 1024) == CLOSED_FORM_BATCH
     assert _closed_form_batch(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), 1024) == 1024
+
+
+@pytest.mark.parametrize("norm, shape", [(nn.BatchNorm2d(4), (3, 4, 5, 6)), (nn.BatchNorm1d(4), (3, 4)),
+                                         (nn.BatchNorm2d(4, affine=False), (3, 4, 5, 6))])
+def test_norms_as_affine_match_batchnorm_and_are_undone(norm, shape):
+    """During the closed form's forward pass an eval BatchNorm is y = s x + t: its own output up to rounding, the
+    same input gradient, and its own forward again afterwards (also when the pass raises)."""
+    from lifelong.methods.importance import _norms_as_affine
+
+    with torch.no_grad():
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        if norm.affine:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    norm.eval()
+    x, g = torch.randn(shape, requires_grad=True), torch.randn(shape)
+    expected = norm(x)
+    with _norms_as_affine(norm):
+        assert "forward" in vars(norm)
+        affine = norm(x)
+    assert "forward" not in vars(norm)
+    assert close(affine, expected)
+    assert close(*(torch.autograd.grad(y, x, g)[0] for y in (affine, expected)))
+    with pytest.raises(RuntimeError), _norms_as_affine(norm):
+        raise RuntimeError
+    assert "forward" not in vars(norm)
+
+
+@pytest.mark.parametrize("transform", [torch.square, torch.abs])
+def test_samples_added_one_at_a_time_or_in_one_sum(transform, monkeypatch):
+    """``_accumulate``'s two ways of summing transformed per-sample gradients give the same closed form."""
+    net = network(TinyConv(stride=2, padding=1))
+    names = parameter_names(net)
+    x, y = torch.randn(6, 2, 9, 8), torch.tensor([0, 3, 1, 2, 3, 0])
+    objective, loss_of = objectives(transform, y)
+    monkeypatch.setattr("lifelong.methods.importance.ADD_EACH_SAMPLE", 1)
+    each = _closed_form(net, names, x, 1, objective, transform, y)
+    monkeypatch.setattr("lifelong.methods.importance.ADD_EACH_SAMPLE", 2**62)
+    summed = _closed_form(net, names, x, 1, objective, transform, y)
+    assert close(each, summed)
+    assert close(each, loop_reference(net, names, x, 1, loss_of, transform))

@@ -10,6 +10,8 @@ number of tasks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from lifelong.models.heads import Network
 PER_SAMPLE_BYTES = 256 * 2**20  # memory budget of one chunk of per-sample gradients (vmap)
 CLOSED_FORM_BYTES = 2 * 2**20  # the same for one layer in closed form (chunks that stay in the CPU's cache)
 CLOSED_FORM_BATCH = 64  # samples per closed-form pass on conv nets (bigger batches: slower on CPU)
+ADD_EACH_SAMPLE = 2**15  # per-sample gradients this big are summed one sample at a time (no temporaries)
 CHANNELS_LAST = True  # conv nets' importance passes read their inputs channels last (faster convolutions on CPU)
 
 
@@ -275,8 +278,9 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
     """The per-sample sum from one forward and one backward pass over the batch, without vmap.
 
     Each layer's per-sample gradient is a product of its input a_n and its output gradient δ_n (see
-    ``_per_sample_gradients``); square and absolute value are applied to it and summed over samples, in
-    chunks of samples within CLOSED_FORM_BYTES. A linear layer on (B, d) inputs needs no per-sample tensor:
+    ``_summed_conv`` and ``_per_sample_gradients``); square and absolute value are applied to it and summed over
+    samples, in chunks of samples within CLOSED_FORM_BYTES. BatchNorms run as their affine maps during the forward
+    pass (``_norms_as_affine``: a cheaper backward). A linear layer on (B, d) inputs needs no per-sample tensor:
     Σ_n f(δ_n a_nᵀ) = f(Δ)ᵀ f(A) for the multiplicative f = square or |·|. ``extra``: a per-sample tensor, or
     a function of the batch's detached logits that gives it (called once, after the checks). Returns None (use
     vmap) when a parameter belongs to another kind of layer, a layer is called twice or its tensors are changed
@@ -301,7 +305,7 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
     if CHANNELS_LAST and inputs.dim() == 4 and any(type(m) is torch.nn.Conv2d for m in modules):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _norms_as_affine(model):
             logits = model(inputs, task_id)
     finally:
         for h in hooks:
@@ -340,17 +344,55 @@ def _summed_layer(module, a, delta, transform) -> dict[str, torch.Tensor]:
     if type(module) is torch.nn.Linear and a.dim() == 2:
         d = transform(delta)
         return {"weight": d.t() @ transform(a), "bias": d.sum(0)}
-    width = sum(p.numel() for p in module.parameters(recurse=False)) + a[0].numel()
     if type(module) is torch.nn.Conv2d:
-        width += a[0].numel() * module.weight[0, 0].numel()  # the unfolded input
+        return _summed_conv(module, a, delta, transform)
+    width = sum(p.numel() for p in module.parameters(recurse=False)) + a[0].numel()
     chunk = max(1, CLOSED_FORM_BYTES // (4 * width))
-    in_place = {torch.square: torch.Tensor.square_, torch.abs: torch.Tensor.abs_}[transform]
     total: dict[str, torch.Tensor] = {}
     for start in range(0, a.shape[0], chunk):
         grads = _per_sample_gradients(module, a[start : start + chunk], delta[start : start + chunk])
         for kind, g in grads.items():
-            part = _sum_over_samples(in_place(g))  # g is fresh: no second tensor for its square or |·|
-            total[kind] = total[kind] + part if kind in total else part
+            total[kind] = _accumulate(total.get(kind), g, transform)
+    return total
+
+
+def _summed_conv(conv, a, delta, transform) -> dict[str, torch.Tensor]:
+    """``_summed_layer`` of a conv: each sample's input windows against its output gradient, a chunk of samples
+    (within CLOSED_FORM_BYTES) at a time, in buffers that every chunk reuses (fresh big tensors cost page faults)."""
+    n, (out_channels, in_per_group, kh, kw), groups = a.shape[0], conv.weight.shape, conv.groups
+    ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
+    shape = _window_view(conv, _padded(conv, a[:1])).shape[1:]  # (groups, rows, columns, kh, kw, C_in/groups)
+    positions, size = shape[1] * shape[2], kh * kw * in_per_group
+    d = delta.permute(0, 2, 3, 1).reshape(n, positions, groups, -1).permute(0, 2, 3, 1)  # a view if channels last
+    per_sample = a[0].numel() + size * (out_channels + groups * positions)  # input, windows, gradient
+    chunk = min(n, max(1, CLOSED_FORM_BYTES // (4 * per_sample)))
+    cols, grads, total = a.new_empty(chunk, groups, positions, size), a.new_empty(chunk, *d.shape[1:3], size), None
+    padded = _padded(conv, torch.zeros_like(a[:chunk]))  # its borders stay zero, chunk after chunk
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        if ph or pw:
+            padded[:m, :, ph : padded.shape[2] - ph, pw : padded.shape[3] - pw].copy_(a[start : start + m])
+        cols[:m].view(m, *shape).copy_(_window_view(conv, padded[:m] if ph or pw else a[start : start + m]))
+        torch.matmul(d[start : start + m], cols[:m], out=grads[:m])
+        total = _accumulate(total, grads[:m], transform)
+    weight = total.view(out_channels, kh, kw, in_per_group).permute(0, 3, 1, 2)  # the weight's layout
+    if conv.bias is None:
+        return {"weight": weight}
+    return {"weight": weight, "bias": _accumulate(None, delta.sum((2, 3)), transform)}
+
+
+def _accumulate(total: torch.Tensor | None, g: torch.Tensor, transform) -> torch.Tensor:
+    """``total`` (None: zeros) plus Σ_n transform(g_n), in place; ``g`` (samples first) is overwritten. Big
+    samples are added one at a time (square: one fused multiply-add, no temporary), small ones in one sum."""
+    total = torch.zeros_like(g[0]) if total is None else total
+    square = transform is torch.square
+    if g[0].numel() < ADD_EACH_SAMPLE:
+        return total.add_(_sum_over_samples(g.square_() if square else g.abs_()))
+    for sample in g:
+        if square:
+            total.addcmul_(sample, sample)
+        else:
+            total.add_(sample.abs_())
     return total
 
 
@@ -360,6 +402,32 @@ def _sum_over_samples(g: torch.Tensor) -> torch.Tensor:
     return g.permute(0, *order).sum(0).permute(*sorted(range(g.dim() - 1), key=lambda i: order[i]))
 
 
+@contextmanager
+def _norms_as_affine(model: torch.nn.Module):
+    """Within it, each eval-mode BatchNorm of ``model`` computes y = s x + t (s = γ / √(var + ε), t = β − s μ,
+    detached): BatchNorm's own output up to rounding, and its input gradient one multiply, several times
+    faster than BatchNorm's backward on channels-last inputs. Its γ and β get no autograd gradient (the closed
+    form computes theirs from its input and output gradient)."""
+    norms = [m for m in model.modules() if type(m) in _NORMS and not m.training and m.running_mean is not None
+             and "forward" not in vars(m)]
+    for m in norms:
+        with torch.no_grad():
+            scale = torch.rsqrt(m.running_var + m.eps) * (1.0 if m.weight is None else m.weight)
+            shift = -scale * m.running_mean + (0.0 if m.bias is None else m.bias)
+        m.forward = partial(_affine, scale, shift)
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward
+
+
+def _affine(scale: torch.Tensor, shift: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x · scale + shift, per channel (dim 1)."""
+    shape = (1, -1, *[1] * (x.dim() - 2))
+    return x * scale.view(shape) + shift.view(shape)
+
+
 def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
     """Each sample's gradient of ``module``'s weight and bias (leading dim = samples), given its input ``a`` and
     the gradient ``delta`` of the objective at its output."""
@@ -367,17 +435,6 @@ def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
     if type(module) is torch.nn.Linear:  # positions (any dims between samples and features) are summed
         a, delta = a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
         return {"weight": torch.einsum("nto,nti->noi", delta, a), "bias": delta.sum(1)}
-    if type(module) is torch.nn.Conv2d:  # the input's windows against the output gradient, group by group
-        out_channels, in_per_group, kh, kw = module.weight.shape
-        groups = module.groups
-        cols = _windows(module, a)  # (n, groups, positions, kh·kw·C_in/groups)
-        d = delta.permute(0, 2, 3, 1).reshape(n, -1, groups, out_channels // groups)  # a view if channels last
-        if groups == 1:
-            weight = torch.bmm(d[:, :, 0].transpose(1, 2), cols[:, 0])
-        else:
-            weight = torch.matmul(d.permute(0, 2, 3, 1), cols)
-        weight = weight.view(n, out_channels, kh, kw, in_per_group).permute(0, 1, 4, 2, 3)  # the weight's layout
-        return {"weight": weight} if module.bias is None else {"weight": weight, "bias": delta.sum((2, 3))}
     # BatchNorm with running statistics: y = γ x̂ + β with x̂ = (x − μ) / σ per channel
     spatial, channels = tuple(range(2, a.dim())), (1, -1, *[1] * (a.dim() - 2))
     centred = delta * (a - module.running_mean.view(channels))
@@ -387,16 +444,25 @@ def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
 
 
 def _windows(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
-    """The input windows each output position of ``conv`` reads (kernel, stride, zero padding, dilation, groups):
-    (n, groups, positions, kh·kw·C_in/groups), each window ordered (kernel row, kernel column, channel). Copied
-    from a strided view of the zero-padded input: in a channels-last input a window row is one contiguous run."""
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    """The input windows each output position of ``conv`` reads, copied: (n, groups, positions, kh·kw·C_in/groups)."""
+    view = _window_view(conv, _padded(conv, a))
+    return view.reshape(*view.shape[:2], view.shape[2] * view.shape[3], -1)
+
+
+def _padded(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """``a`` with ``conv``'s zero padding (``a`` itself when it has none)."""
     ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
-    a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+    return F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+
+
+def _window_view(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """The windows each output position of ``conv`` reads in its zero-padded input ``a`` (kernel, stride, dilation,
+    groups), as a strided view: (n, groups, rows, columns, kh, kw, C_in/groups), each window ordered (kernel row,
+    kernel column, channel); in a channels-last input a window row is one contiguous run."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     n, c, h, w = a.shape
     groups = conv.groups
     rows, columns = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
     s_n, s_c, s_h, s_w = a.stride()
-    windows = a.as_strided((n, groups, rows, columns, kh, kw, c // groups),
-                           (s_n, s_c * (c // groups), s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
-    return windows.reshape(n, groups, rows * columns, kh * kw * (c // groups))
+    return a.as_strided((n, groups, rows, columns, kh, kw, c // groups),
+                        (s_n, s_c * (c // groups), s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
