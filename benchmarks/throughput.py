@@ -10,7 +10,7 @@ For each network (the 2×400 MLP, and the AlexNet-like conv net on a stratified 
   would draw: same sizes, same count); only zero_grad + forward + cross-entropy + backward + step are timed.
 
 Each measurement is warmed up first and repeated (loop and bare alternate, so a change in machine load hits
-both); the median is reported with the ratio loop/bare (goal: ≥ 0.90) and the loop's overhead per step.
+both); the median is reported with the ratio loop/bare (goal: ≥ 0.95, issue 20) and the loop's overhead per step.
 On a shared machine, other processes' CPU use is measured (/proc/stat) during each repeat: the script waits
 for a quiet moment before each repeat and retakes one during which they used more than ``--max-busy``.
 
@@ -52,7 +52,7 @@ from lifelong.loop import build_method  # noqa: E402
 from results_md import update_section  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
-GOAL = 0.90
+GOAL = 0.95  # issue 20 (it was 0.90 before)
 
 
 @dataclass
@@ -137,7 +137,7 @@ class Bare:
         model = method.model
         seconds, done = 0.0, 0
         for task, batches in zip(self.benchmark.tasks, self.batches):
-            method.before_task(task)  # task head + fresh Adam, as the loop does (untimed there too)
+            method.before_task(task)  # task head + fresh Adam (the loop times it: a few ms per task)
             optimizer, task_id = method.optimizer, task.id
             model.train()
             epochs = self.cfg.train.epochs if max_steps is None else 1

@@ -28,9 +28,10 @@ def network():
     return Network(build_backbone("mlp", (1, 3, 3), hidden=[6]), "class", [2, 2])
 
 
-def make(cls, **params):
+def make(cls, memory=None, **params):
     torch.manual_seed(0)
-    method = cls(network, cls.Combined(memory={"size": 16, "batch_size": 4}, **params), TrainConfig(optimizer="sgd", lr=0.1))
+    memory = memory or {"size": 16, "batch_size": 4}
+    method = cls(network, cls.Combined(memory=memory, **params), TrainConfig(optimizer="sgd", lr=0.1))
     views = [make_view(0, n=12), make_view(1, n=12)]
     for t, view in enumerate(views):  # class-incremental targets: task t's classes are 2t, 2t + 1
         view.targets = view.targets + 2 * t
@@ -61,6 +62,30 @@ def test_an_er_step_is_a_plain_step_on_the_incoming_and_replayed_rows():
                      torch.cat([batch.sample_task_ids(), replayed.task_ids]))
     for (name, a), b in zip(er.model.named_parameters(), naive.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_memory_policy_overrides_the_methods_own(tiny):
+    """ER keeps a reservoir unless ``memory.policy`` says balanced; then every class held gets an equal share; an
+    unset policy leaves the config's fingerprint as it was (the key is hashed only when set)."""
+    def filled(policy):
+        memory = {"size": 8, "batch_size": 4} if policy is None else {"size": 8, "batch_size": 4, "policy": policy}
+        er, views = make(ER, memory=memory)
+        for view in views:
+            er.training_views(view.task, views[: view.task.id + 1])
+            er.before_task(view.task)
+            for batch in batches(view):
+                er.train_batch(batch)
+        return er.memory
+
+    assert filled(None).policy == "reservoir"
+    balanced = filled("balanced")
+    counts = torch.bincount(balanced.targets[: len(balanced)], minlength=4)
+    assert balanced.policy == "balanced" and counts.tolist() == [2, 2, 2, 2]
+    plain = build_config(tiny(method="er", memory={"size": 50}))
+    assert build_config(tiny(method="er", memory={"size": 50, "policy": "balanced"})).fingerprint() != plain.fingerprint()
+    assert "policy" not in plain.to_dict()["memory"]
+    with pytest.raises(UserError, match="memory.policy"):
+        build_config(tiny(method="er"), ["memory.policy=fifo"])
 
 
 def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():

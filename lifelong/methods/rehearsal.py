@@ -24,6 +24,8 @@ class MemoryParams(base.Params):
 
     size: int = Field(500, gt=0, description="rows the memory holds in all: the budget as the papers count it")
     batch_size: int = Field(32, gt=0, description="rows of one replayed batch")
+    policy: Policy | None = Field(None, description="which rows the memory keeps: reservoir (every row seen equally "
+                                  "likely) or balanced (an equal share per class); None = the method's own")
 
 
 def with_memory(params_class: type[base.Params]) -> type[base.Params]:
@@ -48,7 +50,7 @@ class Rehearsal(Method):
         super().__init__(*args, **kwargs)
         width = self.output_width() if self.keeps_logits else None
         self.memory = Memory(self.params.memory.size, self.device(), seed=int(torch.randint(2**62, ())),
-                             policy=self.policy, logit_width=width)
+                             policy=self.params.memory.policy or self.policy, logit_width=width)
         self.views: dict[int, TaskView] = {}  # how each seen task prepares its raw rows
         self.shared_preparation = False  # every seen task prepares rows alike (no permutation, same statistics)
 
