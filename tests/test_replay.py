@@ -88,6 +88,26 @@ def test_memory_policy_overrides_the_methods_own(tiny):
         build_config(tiny(method="er"), ["memory.policy=fifo"])
 
 
+def test_er_store_task_end_replays_only_earlier_tasks(tiny):
+    """er.store task_end: nothing enters the memory during a task; at its end the task's rows are offered, so the
+    next task's replayed rows all come from it; hidden boundaries are refused in one line."""
+    er, views = make(ER, store="task_end")
+    er.training_views(views[0].task, views[:1])
+    er.before_task(views[0].task)
+    for batch in batches(views[0]):
+        er.train_batch(batch)
+    assert len(er.memory) == 0
+    er.after_task(views[0].task, views[0])
+    assert len(er.memory) == 12 and set(er.memory.task_ids[:12].tolist()) == {0}
+    er.training_views(views[1].task, views)
+    er.before_task(views[1].task)
+    for batch in batches(views[1]):
+        er.train_batch(batch)
+    assert len(er.memory) == 12 and set(er.memory.task_ids[:12].tolist()) == {0}
+    with pytest.raises(UserError, match="er.store task_end .* set er.store stream"):
+        lifelong.run(tiny(method="er", er={"store": "task_end"}, train={"online": True, "boundaries": "hidden"}))
+
+
 def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():
     der, views = make(DERPlusPlus)
     der.training_views(views[0].task, views[:1])

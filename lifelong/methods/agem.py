@@ -11,10 +11,7 @@ import torch
 from lifelong.data.batches import Batch, TaskView
 from lifelong.data.scenarios import Task
 from lifelong.methods import base
-from lifelong.methods.memory import MemoryRows
 from lifelong.methods.rehearsal import Rehearsal, with_memory
-
-CHUNK = 1024  # rows of a finished task offered to the memory at once
 
 
 class Params(base.Params):
@@ -66,8 +63,4 @@ class AGEM(Rehearsal):
     def after_task(self, task: Task, train: TaskView) -> None:
         """Offer every training row of the finished task, in a random order, to the reservoir memory."""
         super().after_task(task, train)
-        device = train.targets.device
-        order = torch.randperm(len(train), generator=self.memory.generator).to(device)
-        for index in order.split(CHUNK):
-            targets = train.targets.index_select(0, index)
-            self.memory.add(MemoryRows(train.rows(index), targets, torch.full_like(targets, task.id)))
+        self.offer_task(task, train)

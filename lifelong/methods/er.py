@@ -1,17 +1,28 @@
 """Experience replay (Chaudhry et al. 2019; Riemer et al. 2019): every step trains on the incoming batch
-concatenated with a batch drawn from a reservoir memory; docs/methods.md, "er"."""
+concatenated with a batch drawn from a reservoir memory (``er.store``: filled as the stream goes, the papers', or at
+each task's end, Avalanche's); docs/methods.md, "er"."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any, Literal
 
-from lifelong.data.batches import Batch
+import torch
+from pydantic import Field
+
+from lifelong.data.batches import Batch, TaskView
+from lifelong.data.scenarios import Task
+from lifelong.errors import UserError
 from lifelong.methods import base
 from lifelong.methods.rehearsal import Rehearsal, with_memory
 
 
 class Params(base.Params):
-    """Section ``er``: ER has no hyperparameters of its own (the memory's are in section ``memory``)."""
+    """Section ``er`` (the memory's settings are in section ``memory``)."""
+
+    store: Literal["stream", "task_end"] = Field(
+        "stream", description="when rows enter the memory: stream = each incoming batch as it is trained (the "
+                              "papers'), task_end = every row of a finished task at its end, so replay draws only "
+                              "earlier tasks (Avalanche's Replay)")
 
 
 class ER(Rehearsal):
@@ -21,11 +32,23 @@ class ER(Rehearsal):
     Params = Params
     Combined = with_memory(Params)
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.params.store == "task_end" and getattr(self.train_config, "boundaries", "given") == "hidden":
+            raise UserError("er.store task_end fills the memory at each task's end, which hidden boundaries never "
+                            "tell; set er.store stream")
+
     def train_batch(self, batch: Batch) -> torch.Tensor:
         x, y, task_ids = batch.inputs, batch.targets, batch.task_ids
         if len(self.memory):
             replayed, rows = self.replay(self.params.memory.batch_size, batch.augmented)
             x, y = torch.cat([x, replayed]), torch.cat([y, rows.targets])
             task_ids = self.mixed_task_ids(batch, rows)
-        self.store(batch)  # after the draw, so the incoming rows are not replayed with themselves, as in the paper
+        if self.params.store == "stream":
+            self.store(batch)  # after the draw, so the incoming rows are not replayed with themselves, as in the paper
         return self.train_step(x, y, task_ids)
+
+    def after_task(self, task: Task, train: TaskView) -> None:
+        super().after_task(task, train)
+        if self.params.store == "task_end":
+            self.offer_task(task, train)

@@ -18,6 +18,8 @@ from lifelong.methods.memory import Memory, MemoryRows, Policy
 if TYPE_CHECKING:
     from lifelong.config import Config
 
+OFFER_CHUNK = 1024  # rows of a finished task offered to the memory at once
+
 
 class MemoryParams(base.Params):
     """Config section ``memory``, shared by every rehearsal method."""
@@ -80,6 +82,14 @@ class Rehearsal(Method):
         if self.model.scenario != "task":
             return batch.task_ids if isinstance(batch.task_ids, int) else int(batch.task_ids.max())
         return torch.cat([batch.sample_task_ids(), rows.task_ids])
+
+    def offer_task(self, task: Task, train: TaskView) -> None:
+        """Offer every training row of a finished task to the memory, in a random order, a chunk at a time."""
+        device = train.targets.device
+        order = torch.randperm(len(train), generator=self.memory.generator).to(device)
+        for index in order.split(OFFER_CHUNK):
+            targets = train.targets.index_select(0, index)
+            self.memory.add(MemoryRows(train.rows(index), targets, torch.full_like(targets, task.id)))
 
     def store(self, batch: Batch, logits: torch.Tensor | None = None) -> None:
         """Offer the batch's raw (un-augmented) rows to the memory."""
