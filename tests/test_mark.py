@@ -358,3 +358,9 @@ def test_paper_configs_run_end_to_end_on_generated_data(tmp_path, monkeypatch, o
     assert len(results["acc_matrix"]) == 20 and all(len(row) == 20 for row in results["acc_matrix"])
     assert all(len(t) == 5 for t in results["tasks"]) and len(results["method_info"]["meta_accuracy"]) == 20
     assert tuple(build_benchmark(build_config(raw).data, 0).input_shape) == shape
+
+
+@pytest.mark.parametrize("scenario", ["class", "domain"])
+def test_mark_refuses_scenarios_without_a_task_id(tiny, scenario):
+    with pytest.raises(UserError, match="task-incremental"):
+        lifelong.run(tiny(method="mark", data={"scenario": scenario}))

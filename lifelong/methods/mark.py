@@ -71,6 +71,7 @@ def reptile_step(parameters: list[torch.Tensor], adapted: list[list[torch.Tensor
 class MARK(Method):
     name = "mark"
     trains_before_task = True
+    scenarios = ("task",)  # one head and one mask set per task, chosen by the task id (docs/methods.md)
     description = "MetA Reusable Knowledge: a knowledge base masked per task, enriched by metalearning (Hurtado 2021)"
     Params = Params
 
