@@ -443,12 +443,6 @@ def _per_sample_gradients(module, a, delta) -> dict[str, torch.Tensor]:
             "bias": delta.sum(spatial) if spatial else delta.clone()}
 
 
-def _windows(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
-    """The input windows each output position of ``conv`` reads, copied: (n, groups, positions, kh·kw·C_in/groups)."""
-    view = _window_view(conv, _padded(conv, a))
-    return view.reshape(*view.shape[:2], view.shape[2] * view.shape[3], -1)
-
-
 def _padded(conv: torch.nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
     """``a`` with ``conv``'s zero padding (``a`` itself when it has none)."""
     ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
