@@ -208,7 +208,7 @@ class Learner:
         if train.boundaries == "hidden" and not train.online:
             raise UserError("train.boundaries hidden applies to a stream only; set train.online true")
         if train.boundaries == "hidden" and not self.method.task_free:
-            free = ", ".join(n if m.task_free is True else f"{n} with its task_free option"
+            free = ", ".join(n if m.task_free is True else f"{n} in its task-free setting"
                              for n, m in methods.METHODS.items() if m.task_free is True or isinstance(
                                  m.__dict__.get("task_free"), property))
             raise UserError(f"method {self.method.name} needs task boundaries (it acts at each task's start or end); "

@@ -80,6 +80,20 @@ def method_config(tmp_path, name):
     return {k: v for k, v in raw.items() if k not in ("data", "out")}
 
 
+def test_er_storing_at_task_end_gets_the_tasks_rows_through_the_learner(tmp_path):
+    """er.store task_end is not task-free: the Learner keeps a task's rows, and its end fills the memory."""
+    config = {**method_config(tmp_path, "er"), "er": {"store": "task_end"}, "memory": {"size": 20, "batch_size": 4}}
+    learner = Learner.create("er", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], scenario="class", config=config,
+                             device="cpu")
+    for t, x, y in stream():
+        for part in range(0, 32, 8):
+            learner.learn(x[part:part + 8], y[part:part + 8], task=t)
+        assert len(learner.method.memory) == (0 if t == 0 else 20)
+        learner.end_task()
+        held = learner.method.memory.task_ids[: len(learner.method.memory)]
+        assert len(held) == 20 and (t == 1 or set(held.tolist()) == {0})
+
+
 @pytest.mark.parametrize("name", sorted(set(METHODS) - {"joint"}))
 def test_every_method_learns_through_the_learner(tmp_path, name):
     scenario = "task" if "task" in METHODS[name].scenarios else METHODS[name].scenarios[0]

@@ -104,8 +104,9 @@ def test_er_store_task_end_replays_only_earlier_tasks(tiny):
     for batch in batches(views[1]):
         er.train_batch(batch)
     assert len(er.memory) == 12 and set(er.memory.task_ids[:12].tolist()) == {0}
-    with pytest.raises(UserError, match="er.store task_end .* set er.store stream"):
-        lifelong.run(tiny(method="er", er={"store": "task_end"}, train={"online": True, "boundaries": "hidden"}))
+    with pytest.raises(UserError, match="method er needs task boundaries.*er in its task-free setting"):
+        lifelong.run(tiny(method="er", er={"store": "task_end"}, memory={"size": 50},
+                          train={"online": True, "boundaries": "hidden"}))
 
 
 def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():

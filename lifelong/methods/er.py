@@ -4,14 +4,13 @@ each task's end, Avalanche's); docs/methods.md, "er"."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
 from lifelong.data.batches import Batch, TaskView
 from lifelong.data.scenarios import Task
-from lifelong.errors import UserError
 from lifelong.methods import base
 from lifelong.methods.rehearsal import Rehearsal, with_memory
 
@@ -27,16 +26,14 @@ class Params(base.Params):
 
 class ER(Rehearsal):
     name = "er"
-    task_free = True  # reservoir memory: no boundary needed (Chaudhry et al. 2019 run it online)
     description = "experience replay: each step on the incoming batch plus a batch from a reservoir memory"
     Params = Params
     Combined = with_memory(Params)
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        if self.params.store == "task_end" and getattr(self.train_config, "boundaries", "given") == "hidden":
-            raise UserError("er.store task_end fills the memory at each task's end, which hidden boundaries never "
-                            "tell; set er.store stream")
+    @property
+    def task_free(self) -> bool:  # type: ignore[override]
+        """Filled as the stream goes (``er.store stream``), ER needs no boundary; at each task's end it does."""
+        return self.params.store == "stream"
 
     def train_batch(self, batch: Batch) -> torch.Tensor:
         x, y, task_ids = batch.inputs, batch.targets, batch.task_ids
