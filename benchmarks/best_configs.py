@@ -29,9 +29,7 @@ def sweeps(args: argparse.Namespace) -> list[str]:
     """Run every sweep of configs/sweeps/ (its runs under ``args.out``) and write its winner to configs/best/."""
     lines = []
     for path in sorted((ROOT / "configs" / "sweeps").glob(f"{args.only}.yml")):
-        raw = read_yaml(path)
-        if isinstance(raw.get("base"), str):  # a path to a run config, relative to the sweep file (as `lifelong sweep`)
-            raw["base"] = read_yaml(path.parent / raw["base"])
+        raw = sweep.read_sweep_file(path)
         raw["base"].setdefault("data", {})["data_dir"] = args.data_dir
         raw["base"]["out"] = args.out
         spec = sweep.sweep_from_dict(raw)

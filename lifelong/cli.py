@@ -384,15 +384,11 @@ def _sweep(console: Console, args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     from lifelong import compare, sweep
-    from lifelong.config import merge, parse_set, read_yaml
+    from lifelong.config import merge, parse_set
     from lifelong.executors import make_executor
 
-    raw = read_yaml(args.config)
-    if isinstance(raw.get("base"), str):  # a path to a run config, relative to the sweep file
-        raw["base"] = read_yaml(Path(args.config).parent / raw["base"])
-    base = raw.setdefault("base", {})
-    if not isinstance(base, dict):
-        raise UserError(f"the sweep's base must be a config mapping or a config file path, got {str(base)[:60]}")
+    raw = sweep.read_sweep_file(args.config)
+    base = raw["base"]
     for flag, key in (("data_dir", "data.data_dir"), ("out", "out")):
         if getattr(args, flag) is not None:
             merge(base, key.split("."), getattr(args, flag))

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lifelong import compare, metrics, store
-from lifelong.config import build_config, merge
+from lifelong.config import build_config, merge, read_yaml
 from lifelong.errors import UserError
 from lifelong.executors import Executor
 
@@ -45,6 +45,17 @@ class Sweep(BaseModel):
 
     def asha_options(self) -> dict[str, int]:
         return {"grace_period": self.grace_tasks or 1, "reduction_factor": self.reduction_factor or 2}
+
+
+def read_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A sweep file's mapping, its ``base`` read when it names a run config (a path relative to the sweep file)."""
+    raw = read_yaml(path)
+    if isinstance(raw.get("base"), str):
+        raw["base"] = read_yaml(Path(path).parent / raw["base"])
+    base = raw.setdefault("base", {})
+    if not isinstance(base, dict):
+        raise UserError(f"the sweep's base must be a config mapping or a config file path, got {str(base)[:60]}")
+    return raw
 
 
 def sweep_from_dict(raw: dict[str, Any]) -> Sweep:
