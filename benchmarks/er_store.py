@@ -1,6 +1,7 @@
-"""ER's memory filled as the stream goes (``er.store: stream``, the papers') or at each task's end (``task_end``,
-as Avalanche's Replay), on benchmarks/peers' class-incremental protocol (split MNIST, one 10-way head, memory 500,
-SGD 0.05, batch 32 + 32 replayed, 1 epoch); writes section ``er-store`` of docs/RESULTS.md.
+"""ER's and DER++'s memory filled as the stream goes (``store: stream``, the papers') or at each task's end
+(``task_end``, as Avalanche's Replay and DER; DER++ also with a class-balanced memory, as Avalanche's DER), on
+benchmarks/peers' class-incremental protocol (split MNIST, one 10-way head, memory 500, SGD 0.05, batch 32 + 32
+replayed, 1 epoch); writes section ``er-store`` of docs/RESULTS.md.
 
     python benchmarks/er_store.py [--data-dir ../shared/data] [--seeds 0,1,2] [--out runs/er-store] [--no-write]
 """
@@ -30,26 +31,32 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = ["| er.store | seeds | ACC (each seed) | mean ± std |", "|---|---|---|---|"]
-    for store in ("stream", "task_end"):
+    rows = ["| method | store | memory.policy | seeds | ACC (each seed) | mean ± std |", "|---|---|---|---|---|---|"]
+    variants = [("er", "stream", None), ("er", "task_end", None),
+                ("der++", "stream", None), ("der++", "task_end", None), ("der++", "task_end", "balanced")]
+    for method, store, policy in variants:
         accs = []
         for seed in seeds:
-            raw = our_config("class", "er", seed, Path(args.data_dir), Path(args.out), 1, 5)
-            raw["er"] = {"store": store}
+            raw = our_config("class", method, seed, Path(args.data_dir), Path(args.out), 1, 5)
+            raw[method] = {**raw.get(method, {}), "store": store}
+            if policy is not None:
+                raw["memory"] = {**raw.get("memory", {}), "policy": policy}
             _, results = lifelong.run(raw, progress=False)
             last = results["acc_matrix"][-1]
             accs.append(sum(last) / len(last))
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        rows.append(f"| {store} | {len(seeds)} | {', '.join(f'{a:.4f}' for a in accs)} | "
-                    f"{statistics.mean(accs):.4f} ± {spread:.4f} |")
+        rows.append(f"| {method} | {store} | {policy or 'reservoir (its own)'} | {len(seeds)} | "
+                    f"{', '.join(f'{a:.4f}' for a in accs)} | {statistics.mean(accs):.4f} ± {spread:.4f} |")
         print(rows[-1], flush=True)
     text = "\n".join([
-        "## ER: memory filled during the stream or at each task's end (benchmarks/er_store.py)", "",
-        f"`python benchmarks/er_store.py --data-dir DATA --seeds {args.seeds}`: our ER on benchmarks/peers' "
+        "## ER and DER++: memory filled during the stream or at each task's end (benchmarks/er_store.py)", "",
+        f"`python benchmarks/er_store.py --data-dir DATA --seeds {args.seeds}`: our ER and DER++ on benchmarks/peers' "
         "class-incremental protocol (split MNIST, one 10-way head, memory 500, SGD lr 0.05, batch 32 + 32 replayed, "
-        "1 epoch per task), ACC over the 5 tasks after the last. `stream` is the papers' ER (and ours by default); "
-        "`task_end` fills the memory with each finished task's rows at its end, so replay draws only earlier tasks, "
-        "as Avalanche's Replay does (section `peers`: Avalanche's ER on this protocol).", "", *rows])
+        "1 epoch per task; DER++ α 0.3 β 0.5), ACC over the 5 tasks after the last. `stream` is the papers' (and our "
+        "default); `task_end` fills the memory with each finished task's rows at its end (DER++: with the finished "
+        "network's logits, evaluation mode), so replay draws only earlier tasks, as Avalanche's Replay and DER do; "
+        "Avalanche's DER buffer is also class-balanced (`memory.policy: balanced`). Section `peers` has Avalanche's "
+        "figures on this protocol.", "", *rows])
     if not args.no_write:
         update_section("er-store", text)
 

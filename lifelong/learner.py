@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ class Learner:
         if train.boundaries == "hidden" and not self.method.task_free:
             free = ", ".join(n if m.task_free is True else f"{n} in its task-free setting"
                              for n, m in methods.METHODS.items() if m.task_free is True or isinstance(
-                                 m.__dict__.get("task_free"), property))
+                                 inspect.getattr_static(m, "task_free"), property))
             raise UserError(f"method {self.method.name} needs task boundaries (it acts at each task's start or end); "
                             f"{TASK_FREE_HINT} ({free})")
 

@@ -109,6 +109,31 @@ def test_er_store_task_end_replays_only_earlier_tasks(tiny):
                           train={"online": True, "boundaries": "hidden"}))
 
 
+def test_der_store_task_end_keeps_the_logits_of_the_finished_network_in_eval_mode(tiny):
+    """der.store task_end: nothing enters during the task; at its end each offered row is stored with the logits
+    the finished network gives it in evaluation mode (training mode restored); hidden boundaries are refused."""
+    der, views = make(DERPlusPlus, store="task_end")
+    der.training_views(views[0].task, views[:1])
+    der.before_task(views[0].task)
+    for batch in batches(views[0]):
+        der.train_batch(batch)
+    assert len(der.memory) == 0
+    der.model.train()
+    der.after_task(views[0].task, views[0])
+    assert der.model.training and len(der.memory) == 12
+    held = der.memory.rows(torch.arange(12))
+    by_row = {bytes(r.numpy()): i for i, r in enumerate(views[0].images)}  # which row of the view each slot holds
+    index = torch.tensor([by_row[bytes(r.numpy())] for r in held.raw])
+    der.model.eval()
+    with torch.no_grad():
+        expected = der.model.logits(der.model.features(views[0].inputs(index)), 0, all_classes=True)
+    assert expected.shape[1] == 4 and torch.equal(held.logits, expected)
+    assert torch.equal(held.targets, views[0].targets[index]) and set(held.task_ids.tolist()) == {0}
+    with pytest.raises(UserError, match="method der\\+\\+ needs task boundaries"):
+        lifelong.run(tiny(method="der++", **{"der++": {"store": "task_end"}}, memory={"size": 50},
+                          train={"online": True, "boundaries": "hidden"}))
+
+
 def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():
     der, views = make(DERPlusPlus)
     der.training_views(views[0].task, views[:1])

@@ -10,13 +10,17 @@ from pydantic import Field
 
 from lifelong.data.batches import Batch
 from lifelong.methods import base
-from lifelong.methods.rehearsal import Rehearsal, with_memory
+from lifelong.methods.rehearsal import StoreChoice, StoreWhen, with_memory
 
 
 class Params(base.Params):
     alpha: float = Field(0.3, ge=0.0, description="α: weight of the logit-matching MSE on replayed rows")
     beta: float = Field(0.0, ge=0.0, description="β: weight of the cross-entropy on a second replayed batch "
                                                  "(0 = DER; der++ defaults to 0.5)")
+    store: StoreWhen = Field(
+        "stream", description="when rows and their logits enter the memory: stream = each incoming batch with the "
+                              "logits of its step (the paper's), task_end = every row of a finished task with the "
+                              "network's logits at its end, evaluation mode (Avalanche's DER)")
 
 
 class PlusParams(Params):
@@ -32,9 +36,8 @@ def logit_matching(outputs: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
     return squares.sum() / valid.sum()
 
 
-class DER(Rehearsal):
+class DER(StoreChoice):
     name = "der"
-    task_free = True  # reservoir memory of logits: the paper's general continual learning setting
     description = "dark experience replay: replayed rows keep the logits they had when stored (Buzzega 2020)"
     Params = Params
     Combined = with_memory(Params)
@@ -49,7 +52,8 @@ class DER(Rehearsal):
         features = model.features(torch.cat([batch.inputs, *(x for x, _ in draws)])).split(
             [len(batch.targets), *(len(rows.targets) for _, rows in draws)])
         loss = F.cross_entropy(model.logits(features[0], batch.task_ids), batch.targets)
-        outputs = model.logits(features[0], batch.task_ids, all_classes=True)  # stored, unseen classes too
+        if p.store == "stream":  # stored after the step with the logits the rows had before it, unseen classes too
+            outputs = model.logits(features[0], batch.task_ids, all_classes=True).detach()
         if draws:
             rows = draws[0][1]
             loss = loss + p.alpha * logit_matching(model.logits(features[1], rows.task_ids, all_classes=True),
@@ -59,7 +63,8 @@ class DER(Rehearsal):
             loss = loss + p.beta * F.cross_entropy(model.logits(features[2], rows.task_ids), rows.targets)
         loss.backward()
         self.optimizer.step()
-        self.store(batch, logits=outputs.detach())
+        if p.store == "stream":
+            self.store(batch, logits=outputs)
         return loss.detach()
 
 

@@ -4,36 +4,28 @@ each task's end, Avalanche's); docs/methods.md, "er"."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
-from lifelong.data.batches import Batch, TaskView
-from lifelong.data.scenarios import Task
+from lifelong.data.batches import Batch
 from lifelong.methods import base
-from lifelong.methods.rehearsal import Rehearsal, with_memory
+from lifelong.methods.rehearsal import StoreChoice, StoreWhen, with_memory
 
 
 class Params(base.Params):
     """Section ``er`` (the memory's settings are in section ``memory``)."""
 
-    store: Literal["stream", "task_end"] = Field(
+    store: StoreWhen = Field(
         "stream", description="when rows enter the memory: stream = each incoming batch as it is trained (the "
                               "papers'), task_end = every row of a finished task at its end, so replay draws only "
                               "earlier tasks (Avalanche's Replay)")
 
 
-class ER(Rehearsal):
+class ER(StoreChoice):
     name = "er"
     description = "experience replay: each step on the incoming batch plus a batch from a reservoir memory"
     Params = Params
     Combined = with_memory(Params)
-
-    @property
-    def task_free(self) -> bool:  # type: ignore[override]
-        """Filled as the stream goes (``er.store stream``), ER needs no boundary; at each task's end it does."""
-        return self.params.store == "stream"
 
     def train_batch(self, batch: Batch) -> torch.Tensor:
         x, y, task_ids = batch.inputs, batch.targets, batch.task_ids
@@ -44,8 +36,3 @@ class ER(Rehearsal):
         if self.params.store == "stream":
             self.store(batch)  # after the draw, so the incoming rows are not replayed with themselves, as in the paper
         return self.train_step(x, y, task_ids)
-
-    def after_task(self, task: Task, train: TaskView) -> None:
-        super().after_task(task, train)
-        if self.params.store == "task_end":
-            self.offer_task(task, train)

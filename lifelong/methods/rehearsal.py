@@ -3,7 +3,7 @@ stored raw rows back into network inputs (each with its own task's preparation),
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, create_model
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from lifelong.config import Config
 
 OFFER_CHUNK = 1024  # rows of a finished task offered to the memory at once
+StoreWhen = Literal["stream", "task_end"]  # when ER's and DER's rows enter the memory (``StoreChoice``)
 
 
 class MemoryParams(base.Params):
@@ -84,12 +85,23 @@ class Rehearsal(Method):
         return torch.cat([batch.sample_task_ids(), rows.task_ids])
 
     def offer_task(self, task: Task, train: TaskView) -> None:
-        """Offer every training row of a finished task to the memory, in a random order, a chunk at a time."""
+        """Offer every training row of a finished task to the memory, in a random order, a chunk at a time; a
+        memory of logits gets each row's logits from the network as the task ends (evaluation mode)."""
         device = train.targets.device
         order = torch.randperm(len(train), generator=self.memory.generator).to(device)
-        for index in order.split(OFFER_CHUNK):
-            targets = train.targets.index_select(0, index)
-            self.memory.add(MemoryRows(train.rows(index), targets, torch.full_like(targets, task.id)))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for index in order.split(OFFER_CHUNK):
+                targets = train.targets.index_select(0, index)
+                logits = None
+                if self.keeps_logits:
+                    with torch.no_grad():
+                        logits = self.model.logits(self.model.features(train.inputs(index)), task.id,
+                                                   all_classes=True)
+                self.memory.add(MemoryRows(train.rows(index), targets, torch.full_like(targets, task.id), logits))
+        finally:
+            self.model.train(was_training)
 
     def store(self, batch: Batch, logits: torch.Tensor | None = None) -> None:
         """Offer the batch's raw (un-augmented) rows to the memory."""
@@ -134,3 +146,19 @@ class Rehearsal(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.memory.load_state_dict(state["memory"])
+
+
+class StoreChoice(Rehearsal):
+    """A rehearsal method whose ``store`` hyperparameter says when rows enter the memory: ``stream``, each incoming
+    batch after its step (the papers'; no task boundary needed), or ``task_end``, every row of a finished task at
+    its end, so replay draws only earlier tasks (Avalanche's Replay and DER)."""
+
+    @property
+    def task_free(self) -> bool:  # type: ignore[override]
+        """Filled as the stream goes, the method needs no boundary; filled at each task's end, it does."""
+        return self.params.store == "stream"
+
+    def after_task(self, task: Task, train: TaskView) -> None:
+        super().after_task(task, train)
+        if self.params.store == "task_end":
+            self.offer_task(task, train)
