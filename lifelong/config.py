@@ -154,6 +154,10 @@ class TrainConfig(Strict):
                                                       "to bf16 / fp16 (fp16 with loss scaling; CUDA and CPU)")
     probe: bool = Field(False, description="after each task, the linear-probe accuracy of the frozen features on "
                         "every task (docs/inspect.md); trains nothing of the method")
+    unseen_outputs: Literal["masked", "trained"] = Field(
+        "masked", description="class-incremental: the shared head's outputs of classes not reached yet are left out "
+                              "of the loss and the predictions (masked) or trained and predicted from the first "
+                              "task on (trained, as Avalanche does)")
 
 
 class Config(Strict):
@@ -320,6 +324,7 @@ def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 KEYS_ADDED_LATER: list[tuple[str, str, Any]] = [("data", "test_fraction", 1.0), ("data", "rgb32", False),
                                                 ("data", "normalize", True), ("train", "reset_optimizer", True),
                                                 ("train", "online", False), ("train", "boundaries", "given"),
+                                                ("train", "unseen_outputs", "masked"),
                                                 ("train", "eval_every", None), ("train", "probe", False),
                                                 ("train", "precision", "fp32")]
 

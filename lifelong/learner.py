@@ -100,7 +100,7 @@ class UserNetworkFactory(NetworkFactory):
                     layer.reset_parameters()
         self.built[0] += 1
         return Network(UserBackbone(module, self.in_shape), self.scenario, self.class_counts,
-                       head_seed=self.head_seed).to(self.device)
+                       head_seed=self.head_seed, mask_unseen=self.mask_unseen).to(self.device)
 
 
 def _rows_view(task: Task, x: torch.Tensor, y: torch.Tensor) -> TaskView:
@@ -140,7 +140,8 @@ class Learner:
     def for_benchmark(cls, cfg: Config, benchmark: Benchmark, device: torch.device) -> Learner:
         """The configured method around fresh networks for the benchmark (``lifelong run``'s learner)."""
         factory = NetworkFactory(cfg.model.name, cfg.model.options, tuple(benchmark.input_shape), benchmark.scenario,
-                                 benchmark.class_counts, head_seed=cfg.seed, device=device)
+                                 benchmark.class_counts, head_seed=cfg.seed, device=device,
+                                 mask_unseen=cfg.train.unseen_outputs == "masked")
         learner = cls(cls._method(cfg, factory), cfg, benchmark.scenario, benchmark.class_counts,
                       benchmark.input_shape, cfg.model.name)
         learner.method.check_benchmark(benchmark)
@@ -182,14 +183,14 @@ class Learner:
         target = resolve_device(cfg.device)
         if isinstance(model, nn.Module):
             factory: NetworkFactory = UserNetworkFactory("user", {}, shape, scenario, counts, cfg.seed, target,
-                                                         module=model.to(target))
+                                                         cfg.train.unseen_outputs == "masked", module=model.to(target))
             backbone = None
         else:
             if len(backbone_shape) != 3:
                 raise UserError(f"backbone {cfg.model.name} takes (C, H, W) or (features,) inputs, not {shape}; "
                                 "pass your own nn.Module as model")
             factory = NetworkFactory(cfg.model.name, cfg.model.options, backbone_shape, scenario, counts,
-                                     head_seed=cfg.seed, device=target)
+                                     head_seed=cfg.seed, device=target, mask_unseen=cfg.train.unseen_outputs == "masked")
             backbone = cfg.model.name
         learner = cls(cls._method(cfg, factory), cfg, scenario, classes if isinstance(classes, int) else counts,
                       shape, backbone)

@@ -85,7 +85,7 @@ def test_keys_added_later_are_hashed_only_away_from_their_default():
     before = cfg.to_dict()
     before.pop("out"), before.pop("logger"), before["data"].pop("test_fraction"), before["data"].pop("rgb32")
     before["train"].pop("reset_optimizer"), before["data"].pop("normalize")
-    for key in ("online", "boundaries", "eval_every", "threads", "probe", "precision"):
+    for key in ("online", "boundaries", "eval_every", "threads", "probe", "precision", "unseen_outputs"):
         before["train"].pop(key)
     for key in ("source", "tasks", "classes_per_task"):
         before["data"].pop(key)
@@ -96,6 +96,7 @@ def test_keys_added_later_are_hashed_only_away_from_their_default():
     assert build_config({"seed": 3, "train": {"online": True}}).fingerprint() != old_hash
     assert build_config({"seed": 3, "train": {"probe": True}}).fingerprint() != old_hash
     assert build_config({"seed": 3, "train": {"precision": "bf16"}}).fingerprint() != old_hash
+    assert build_config({"seed": 3, "train": {"unseen_outputs": "trained"}}).fingerprint() != old_hash
     assert build_config({"seed": 3, "mlflow": {"uri": "sqlite:///x.db"}}).fingerprint() == old_hash  # where it logs
     assert build_config({"seed": 3, "train": {"threads": 1}}).fingerprint() == old_hash  # how, not what
 

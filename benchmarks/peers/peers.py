@@ -179,6 +179,9 @@ def our_config(protocol: str, method: str, seed: int, data_dir: Path, out: Path,
                tasks: int) -> dict[str, Any]:
     if protocol == "class":
         raw = rehearsal_config("split-mnist", "class", method, 500, seed, str(data_dir), str(out))
+        raw["train"]["unseen_outputs"] = "trained"  # as Avalanche: every output trained from the first task
+        for section, settings in AS_AVALANCHE.get(method, {}).items():
+            raw[section] = {**raw.get(section, {}), **settings}
     else:
         settings = PROTOCOLS["task"]
         raw = {"method": method, "seed": seed, "device": "cpu", "out": str(out),
@@ -290,11 +293,22 @@ def table(protocol: str, methods: list[str], pairs: dict[tuple, dict[str, dict[s
     return lines, verdicts
 
 
+# our settings that do what Avalanche 0.6.0's strategies do (benchmarks/er_store.py measures each)
+AS_AVALANCHE: dict[str, dict[str, dict[str, Any]]] = {
+    "er": {"er": {"store": "task_end"}},  # Replay updates its buffer after each experience
+    "der++": {"der++": {"store": "task_end"}, "memory": {"policy": "balanced"}},  # DER: class-balanced, at the end
+}
+
 SETTINGS_NOTE = {
     "task": ("Ours at their defaults (docs/methods.md: ewc λ 1e4, si c 1 ξ 0.1, lwf λ 1 T 2, mas λ 1); Avalanche's "
              "arguments give the same penalty where its formula differs by a factor."),
     "class": ("Ours as in benchmarks/rehearsal.py's `avalanche` protocol (memory 500, replayed batch 32, a-gem's "
-              "reference batch 256, der++ α 0.3 β 0.5)."),
+              "reference batch 256, der++ α 0.3 β 0.5), with the settings that do what Avalanche's strategies do: "
+              "`train.unseen_outputs: trained` (Avalanche trains every output from the first task on; ours masks "
+              "classes not reached yet by default), `er.store: task_end` (Replay fills its buffer after each "
+              "experience), `der++.store: task_end` and `memory.policy: balanced` (DER's buffer is class-balanced "
+              "and filled after each experience, with eval-mode logits). benchmarks/er_store.py (section "
+              "`er-store`) measures each of these settings against our defaults."),
 }
 DIFFERENCES = (
     "What differs between the two sides (benchmarks/peers/README.md has the whole list): EWC's Fisher is per "
@@ -302,7 +316,7 @@ DIFFERENCES = (
     "θ before and after each step as views of the live parameters (`.cpu()` copies nothing there), so its path "
     "integral, its Ω and its penalty stay 0 and it trains as naive does, at SI's cost; MAS's Ω is per sample "
     "and summed over tasks here, per batch and averaged with α 0.5 there; Avalanche's Replay and AGEM keep an equal "
-    "share per experience, ours a reservoir; ours evaluate every task after each task (and the untrained network), "
+    "share per experience, ours a reservoir (DER: class-balanced on both sides here); ours evaluate every task after each task (and the untrained network), "
     "Avalanche's the tasks seen so far (task-incremental) or every task (class-incremental), with an evaluator that "
     "records experience accuracy only and logs nothing; Avalanche's process loads the .npz the script made from "
     "the same files before timing, ours reads the IDX .gz files itself.")

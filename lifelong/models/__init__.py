@@ -56,12 +56,14 @@ class NetworkFactory:
     class_counts: list[int]
     head_seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    mask_unseen: bool = True  # class-incremental: outputs of classes not reached yet cut off (train.unseen_outputs)
 
     def __call__(self, backbone: str | None = None, **options: Any) -> Network:
         """A network on ``device`` around ``backbone`` with ``options`` (default: the configured ones)."""
         name, options = (self.backbone, self.options) if backbone is None else (backbone, options)
         module = build_backbone(name, self.in_shape, **options)
-        return Network(module, self.scenario, self.class_counts, head_seed=self.head_seed).to(self.device)
+        return Network(module, self.scenario, self.class_counts, head_seed=self.head_seed,
+                       mask_unseen=self.mask_unseen).to(self.device)
 
 
 __all__ = ["MODELS", "AlexNetLike", "FilterMaskedConvNet", "KnowledgeBase", "MLP", "NetworkFactory", "Network",

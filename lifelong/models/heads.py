@@ -17,10 +17,12 @@ class Network(nn.Module):
     padded with -inf to the widest head so one cross-entropy covers the batch.
     """
 
-    def __init__(self, backbone: nn.Module, scenario: str, class_counts: list[int], head_seed: int = 0):
+    def __init__(self, backbone: nn.Module, scenario: str, class_counts: list[int], head_seed: int = 0,
+                 mask_unseen: bool = True):
         super().__init__()
         self.backbone = backbone
         self.scenario = scenario
+        self.mask_unseen = mask_unseen  # class-incremental: outputs of classes not reached yet are cut off
         self.class_counts = list(class_counts)
         self.head_seed = head_seed
         self.heads = nn.ModuleDict()
@@ -75,8 +77,8 @@ class Network(nn.Module):
 
     def logits(self, features: torch.Tensor, task_ids: int | torch.Tensor, all_classes: bool = False) -> torch.Tensor:
         """Head outputs for already computed features; ``all_classes`` keeps a class-incremental head's outputs
-        for classes not reached yet (DER stores them)."""
-        if self.scenario == "domain" or (self.scenario == "class" and all_classes):
+        for classes not reached yet (DER stores them), as every call does when ``mask_unseen`` is false."""
+        if self.scenario == "domain" or (self.scenario == "class" and (all_classes or not self.mask_unseen)):
             return self.heads["shared"](features)
         if self.scenario == "class":
             last = task_ids if isinstance(task_ids, int) else int(task_ids.max())
