@@ -107,6 +107,16 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, crash_and_resume,
     check_kill_and_resume(tmp_path, crash_and_resume, name)
 
 
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if "class" in m.scenarios))
+def test_class_incremental_runs_with_every_output_trained(tmp_path, name):
+    """train.unseen_outputs trained (the head's outputs of classes not reached yet take part from the first task):
+    every class-incremental method runs through, its accuracies in [0, 1]."""
+    cfg = contract_config(tmp_path, name, "runs", data={"scenario": "class"}, train={"unseen_outputs": "trained"})
+    _, results = lifelong.run(cfg, progress=False)
+    matrix = results["acc_matrix"]
+    assert len(matrix) == 3 and all(0.0 <= a <= 1.0 for row in matrix for a in row)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_state_round_trips_onto_the_runs_device(tmp_path, name, device):
