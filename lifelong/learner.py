@@ -181,16 +181,17 @@ class Learner:
         backbone_shape = shape if len(shape) == 3 else (shape[0], 1, 1) if len(shape) == 1 else shape
         torch.manual_seed(cfg.seed)
         target = resolve_device(cfg.device)
+        masked = cfg.train.unseen_outputs == "masked"
         if isinstance(model, nn.Module):
             factory: NetworkFactory = UserNetworkFactory("user", {}, shape, scenario, counts, cfg.seed, target,
-                                                         cfg.train.unseen_outputs == "masked", module=model.to(target))
+                                                         masked, module=model.to(target))
             backbone = None
         else:
             if len(backbone_shape) != 3:
                 raise UserError(f"backbone {cfg.model.name} takes (C, H, W) or (features,) inputs, not {shape}; "
                                 "pass your own nn.Module as model")
             factory = NetworkFactory(cfg.model.name, cfg.model.options, backbone_shape, scenario, counts,
-                                     head_seed=cfg.seed, device=target, mask_unseen=cfg.train.unseen_outputs == "masked")
+                                     head_seed=cfg.seed, device=target, mask_unseen=masked)
             backbone = cfg.model.name
         learner = cls(cls._method(cfg, factory), cfg, scenario, classes if isinstance(classes, int) else counts,
                       shape, backbone)

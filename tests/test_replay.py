@@ -23,15 +23,15 @@ from conftest import make_view
 CPU = torch.device("cpu")
 
 
-def network():
+def network(dropout=0.0):
     torch.manual_seed(0)
-    return Network(build_backbone("mlp", (1, 3, 3), hidden=[6]), "class", [2, 2])
+    return Network(build_backbone("mlp", (1, 3, 3), hidden=[6], dropout=dropout), "class", [2, 2])
 
 
-def make(cls, memory=None, **params):
+def make(cls, memory=None, dropout=0.0, **params):
     torch.manual_seed(0)
     memory = memory or {"size": 16, "batch_size": 4}
-    method = cls(network, cls.Combined(memory=memory, **params), TrainConfig(optimizer="sgd", lr=0.1))
+    method = cls(lambda: network(dropout), cls.Combined(memory=memory, **params), TrainConfig(optimizer="sgd", lr=0.1))
     views = [make_view(0, n=12), make_view(1, n=12)]
     for t, view in enumerate(views):  # class-incremental targets: task t's classes are 2t, 2t + 1
         view.targets = view.targets + 2 * t
@@ -42,12 +42,17 @@ def batches(view, size=4, seed=0):
     return list(Stream([view], size, torch.Generator().manual_seed(seed)).epoch())
 
 
+def learn(method, views, t, size=4):
+    """Task ``t`` begun and trained for one epoch (earlier tasks' views seen), not ended."""
+    method.training_views(views[t].task, views[: t + 1])
+    method.before_task(views[t].task)
+    for batch in batches(views[t], size):
+        method.train_batch(batch)
+
+
 def test_an_er_step_is_a_plain_step_on_the_incoming_and_replayed_rows():
     er, views = make(ER)
-    er.training_views(views[0].task, views[:1])
-    er.before_task(views[0].task)
-    for batch in batches(views[0]):
-        er.train_batch(batch)
+    learn(er, views, 0)
     er.training_views(views[1].task, views)
     er.before_task(views[1].task)
     naive = Naive(network, Naive.Params(), er.train_config)
@@ -70,11 +75,8 @@ def test_memory_policy_overrides_the_methods_own(tiny):
     def filled(policy):
         memory = {"size": 8, "batch_size": 4} if policy is None else {"size": 8, "batch_size": 4, "policy": policy}
         er, views = make(ER, memory=memory)
-        for view in views:
-            er.training_views(view.task, views[: view.task.id + 1])
-            er.before_task(view.task)
-            for batch in batches(view):
-                er.train_batch(batch)
+        for t in range(len(views)):
+            learn(er, views, t)
         return er.memory
 
     assert filled(None).policy == "reservoir"
@@ -92,17 +94,11 @@ def test_er_store_task_end_replays_only_earlier_tasks(tiny):
     """er.store task_end: nothing enters the memory during a task; at its end the task's rows are offered, so the
     next task's replayed rows all come from it; hidden boundaries are refused in one line."""
     er, views = make(ER, store="task_end")
-    er.training_views(views[0].task, views[:1])
-    er.before_task(views[0].task)
-    for batch in batches(views[0]):
-        er.train_batch(batch)
+    learn(er, views, 0)
     assert len(er.memory) == 0
     er.after_task(views[0].task, views[0])
     assert len(er.memory) == 12 and set(er.memory.task_ids[:12].tolist()) == {0}
-    er.training_views(views[1].task, views)
-    er.before_task(views[1].task)
-    for batch in batches(views[1]):
-        er.train_batch(batch)
+    learn(er, views, 1)
     assert len(er.memory) == 12 and set(er.memory.task_ids[:12].tolist()) == {0}
     with pytest.raises(UserError, match="method er needs task boundaries.*er in its task-free setting"):
         lifelong.run(tiny(method="er", er={"store": "task_end"}, memory={"size": 50},
@@ -112,11 +108,8 @@ def test_er_store_task_end_replays_only_earlier_tasks(tiny):
 def test_der_store_task_end_keeps_the_logits_of_the_finished_network_in_eval_mode(tiny):
     """der.store task_end: nothing enters during the task; at its end each offered row is stored with the logits
     the finished network gives it in evaluation mode (training mode restored); hidden boundaries are refused."""
-    der, views = make(DERPlusPlus, store="task_end")
-    der.training_views(views[0].task, views[:1])
-    der.before_task(views[0].task)
-    for batch in batches(views[0]):
-        der.train_batch(batch)
+    der, views = make(DERPlusPlus, store="task_end", dropout=0.5)  # dropout: eval and train mode differ
+    learn(der, views, 0)
     assert len(der.memory) == 0
     der.model.train()
     der.after_task(views[0].task, views[0])
@@ -124,10 +117,11 @@ def test_der_store_task_end_keeps_the_logits_of_the_finished_network_in_eval_mod
     held = der.memory.rows(torch.arange(12))
     by_row = {bytes(r.numpy()): i for i, r in enumerate(views[0].images)}  # which row of the view each slot holds
     index = torch.tensor([by_row[bytes(r.numpy())] for r in held.raw])
-    der.model.eval()
     with torch.no_grad():
+        in_training = der.model.logits(der.model.features(views[0].inputs(index)), 0, all_classes=True)
+        der.model.eval()
         expected = der.model.logits(der.model.features(views[0].inputs(index)), 0, all_classes=True)
-    assert expected.shape[1] == 4 and torch.equal(held.logits, expected)
+    assert expected.shape[1] == 4 and torch.equal(held.logits, expected) and not torch.equal(in_training, expected)
     assert torch.equal(held.targets, views[0].targets[index]) and set(held.task_ids.tolist()) == {0}
     with pytest.raises(UserError, match="method der\\+\\+ needs task boundaries"):
         lifelong.run(tiny(method="der++", **{"der++": {"store": "task_end"}}, memory={"size": 50},
@@ -152,10 +146,7 @@ def test_der_stores_the_logits_the_model_gave_each_row_over_every_class():
 def test_der_loss_is_cross_entropy_plus_alpha_mse_plus_beta_cross_entropy():
     """The DER++ objective, recomputed by hand from the rows it drew."""
     der, views = make(DERPlusPlus, alpha=0.7, beta=0.4)
-    der.training_views(views[0].task, views[:1])
-    der.before_task(views[0].task)
-    for batch in batches(views[0]):
-        der.train_batch(batch)
+    learn(der, views, 0)
     batch = batches(views[0], seed=1)[0]
     generator = copy.deepcopy(der.memory.generator)
     first = der.memory.rows(torch.randperm(len(der.memory), generator=generator)[:4])
