@@ -10,7 +10,8 @@ For each network (the 2×400 MLP, and the AlexNet-like conv net on a stratified 
   would draw: same sizes, same count); only zero_grad + forward + cross-entropy + backward + step are timed.
 
 Each measurement is warmed up first and repeated (loop and bare alternate, so a change in machine load hits
-both); the median is reported with the ratio loop/bare (goal: ≥ 0.95, issue 20) and the loop's overhead per step.
+both); reported: the median over the pairs of the ratio loop/bare (goal: ≥ 0.95, issue 20), its range, and the
+loop's overhead per step.
 On a shared machine, other processes' CPU use is measured (/proc/stat) during each repeat: the script waits
 for a quiet moment before each repeat and retakes one during which they used more than ``--max-busy``.
 
@@ -96,13 +97,19 @@ class Case:
         return self.rate(self.bare_seconds)
 
     @property
+    def pair_ratios(self) -> list[float]:
+        """loop / bare speed of each repeat's pair (run back to back, so a slower host slows both alike)."""
+        return [b / lo for lo, b in zip(self.loop_seconds, self.bare_seconds)]
+
+    @property
     def ratio(self) -> float:
-        return self.loop_rate / self.bare_rate
+        """The median of the pairs' ratios: steadier than a ratio of medians when the host's speed drifts."""
+        return statistics.median(self.pair_ratios)
 
     @property
     def overhead_us(self) -> float:
-        """Extra loop time per optimizer step, in microseconds (medians)."""
-        return 1e6 * (statistics.median(self.loop_seconds) - statistics.median(self.bare_seconds)) / self.steps
+        """Extra loop time per optimizer step, in microseconds (median over the pairs)."""
+        return 1e6 * statistics.median(lo - b for lo, b in zip(self.loop_seconds, self.bare_seconds)) / self.steps
 
 
 def run_loop(case: Case, data_dir: str, out: str, warm_up: bool = False) -> float:
@@ -238,12 +245,12 @@ def cpu_model() -> str:
 def table(cases: list[Case]) -> str:
     lines = [
         "| network | train samples × epochs | steps | loop samples/s | bare step samples/s | loop / bare | "
-        "loop overhead per step |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "pairs' loop / bare | loop overhead per step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         lines.append(f"| {c.label} | {c.samples} | {c.steps} | {c.loop_rate:,.0f} | {c.bare_rate:,.0f} | "
-                     f"{c.ratio:.1%} | {c.overhead_us:,.0f} µs |")
+                     f"{c.ratio:.1%} | {min(c.pair_ratios):.0%}–{max(c.pair_ratios):.0%} | {c.overhead_us:,.0f} µs |")
     return "\n".join(lines)
 
 
@@ -326,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         "(training epochs only; evaluation and checkpoints excluded). *bare*: the same network from "
         "`lifelong.loop.build_method`, stepping over the same number and sizes of float batches held in memory; "
         "only zero_grad + forward + cross-entropy + backward + Adam step are timed. "
-        f"Median of {repeats} after a warm-up; loop and bare alternate"
+        f"{repeats} repeats after a warm-up; each is a pair, a loop run then a bare run back to back; samples/s "
+        "are medians over the repeats, *loop / bare* and the overhead the median over the pairs (this host's speed "
+        "drifts by tens of percent between minutes while other processes use no CPU, and a pair shares its "
+        "minute), *pairs' loop / bare* their range"
         + (f"; a repeat during which other processes used more than {args.max_busy:.0%} of the CPUs is retaken."
            if args.max_busy < 1.0 else "."),
         "",
