@@ -87,8 +87,9 @@ class FilterOwnership:
         low = [k for k, s in enumerate(share) if s < min_free_share]
         if low:
             record["low_capacity"] = (f"layers {low} have less than {min_free_share:.0%} of their filters free after "
-                                      f"task {task_id}; later tasks can only reuse frozen filters (a larger gs-mask.c frees more, "
-                                      f"up to a point where the network empties: docs/methods.md, gs-mask)")
+                                      f"task {task_id}; later tasks can only reuse frozen filters (a larger "
+                                      "gs-mask.c frees more, up to a point where the network empties: "
+                                      "docs/methods.md, gs-mask)")
         return record
 
     def state_dict(self) -> list[torch.Tensor]:
