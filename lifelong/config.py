@@ -6,12 +6,13 @@ validated by that method's own ``Params`` class; any other unknown key is an err
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -335,18 +336,41 @@ def _validate_section(name: str, params_class: type[BaseModel], section: Any) ->
     try:
         return params_class(**section).model_dump(mode="json", exclude_unset=True)
     except ValidationError as err:
-        raise UserError(_describe(err, prefix=f"{name}.")) from None
+        raise UserError(_describe(err, prefix=f"{name}.", model=params_class)) from None
 
 
-def _describe(err: ValidationError, prefix: str = "") -> str:
-    """One line for the first problem pydantic found, naming the key and what is expected."""
+def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line for the first problem pydantic found, naming the key and what is expected (for a misspelt key of
+    ``model``, the closest real one)."""
     first = err.errors()[0]
     key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'; check the spelling (see `lifelong list` and docs/configuration.md)"
+        return f"unknown config key '{key}'; {_key_hint(model, first['loc'], prefix)} (see `lifelong list` and " \
+               "docs/configuration.md)"
     got = repr(first.get("input"))
     return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
 
+
+
+def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
+    """For the unknown key at ``loc`` inside ``model``: the closest real key, else the section's keys when they
+    are few, else a plain "check the spelling"."""
+    for part in loc[:-1]:  # down to the section, through optional ones (``X | None``)
+        field = model.model_fields.get(str(part)) if model is not None else None
+        kinds = [] if field is None else [field.annotation, *get_args(field.annotation)]
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+    if model is None:
+        return "check the spelling"
+    section = prefix + "".join(f"{part}." for part in loc[:-1])
+    keys = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{section}{close[0]}'?"
+    if not keys:
+        return f"'{section.rstrip('.')}' takes no settings"
+    if len(keys) <= 12:
+        return f"'{section.rstrip('.')}' has {', '.join(keys)}"
+    return "check the spelling"
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""
@@ -439,4 +463,4 @@ def build_config(raw: dict[str, Any] | None = None, sets: list[str] = ()) -> Con
     try:
         return Config(**raw)
     except ValidationError as err:
-        raise UserError(_describe(err)) from None
+        raise UserError(_describe(err, model=Config)) from None

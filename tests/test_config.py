@@ -31,6 +31,11 @@ def test_later_settings_win():
         ({}, ["naive.foo=1"], "unknown config key 'naive.foo'"),
         ({}, ["train.lr"], "--set expects key=value"),
         ({"train": 3}, ["train.lr=1"], "'train' is a value, not a section"),
+        ({}, ["train.epoch=3"], "unknown config key 'train.epoch'; did you mean 'train.epochs'?"),
+        ({"method": "ewc"}, ["ewc.lamda=3"], "unknown config key 'ewc.lamda'; did you mean 'ewc.lam'?"),
+        ({"method": "er"}, ["er.memory=3"], "unknown config key 'er.memory'; 'er' has store "),
+        ({}, ["naive.foo=1"], "'naive' takes no settings"),
+        ({}, ["train.zzzzz=1"], "unknown config key 'train.zzzzz'; check the spelling"),
     ],
 )
 def test_bad_config_is_one_line_user_error(raw, sets, fragment):
