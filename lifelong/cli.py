@@ -435,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             raw, sets = _run_settings(args)
             cfg = build_config(raw, sets)
             from lifelong import store
+            from lifelong.data.benchmarks import check_data
 
+            check_data(cfg.data)  # a data config that cannot work fails before "Running ..." (it loads nothing)
             run_dir = store.run_directory(cfg)
             if not args.force and store.read_results(run_dir) is not None:
                 console.print("This config has already run; showing its results (--force trains again).")

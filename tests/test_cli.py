@@ -40,6 +40,13 @@ def test_bad_input_exits_2_with_one_line(argv, fragment, tmp_path, capsys):
     assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv", [["--benchmark", "nope"], ["--benchmark", "split-mnist", "--max-tasks", "9"]])
+def test_a_data_config_that_cannot_work_stops_before_running_is_announced(argv, tmp_path, capsys):
+    code = main(["run", *argv, "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Running" not in captured.out and len(captured.err.strip().splitlines()) == 1
+
+
 def test_missing_data_file_names_the_file_and_the_fix(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LIFELONG_DATA", raising=False)
