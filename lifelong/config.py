@@ -351,7 +351,6 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
     return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
 
 
-
 def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
     """For the unknown key at ``loc`` inside ``model``: the closest real key, else the section's keys when they
     are few, else a plain "check the spelling"."""
@@ -371,6 +370,7 @@ def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
     if len(keys) <= 12:
         return f"'{section.rstrip('.')}' has {', '.join(keys)}"
     return "check the spelling"
+
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""
