@@ -6,6 +6,8 @@ Exit codes: 0 success, 2 bad input (one line on stderr naming the problem and th
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -144,10 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("run_dir", metavar="RUN_DIR")
     inspect.add_argument("--out", metavar="DIR", help="folder for the figures (PNG, SVG); default RUN_DIR/inspect")
 
-    listing = sub.add_parser("list", help="list methods, benchmarks, models, datasets, scenarios and loggers",
-                             description="List what can be named in a config, with one-line descriptions.")
-    listing.add_argument("what", nargs="?", choices=["methods", "benchmarks", "models", "datasets", "scenarios",
-                                                          "loggers"])
+    listing = sub.add_parser("list", help="list methods, benchmarks, models, datasets, scenarios and loggers, or "
+                                          "the settings of one method, config section or model",
+                             description="List what can be named in a config, with one-line descriptions; "
+                                         "`lifelong list ewc` (a method), `lifelong list train` (a config section) "
+                                         "or `lifelong list mlp` (a model) lists its keys with their defaults.")
+    listing.add_argument("what", nargs="?", metavar="WHAT",
+                         help="methods, benchmarks, models, datasets, scenarios, loggers, or a method, config "
+                              "section or model name")
 
     download = sub.add_parser("download", help="download a dataset from its official source",
                               description="Download a dataset, verify its checksums and store it atomically.")
@@ -218,6 +224,9 @@ def _list(console: Console, what: str | None) -> None:
         "scenarios": SCENARIOS,
         "loggers": {name: logger.description for name, logger in LOGGERS.items()},
     }
+    if what is not None and what not in sections:
+        _list_settings(console, what)
+        return
     for title, entries in sections.items():
         if what in (None, title):
             table = Table(title=title, show_header=False, title_justify="left")
@@ -227,6 +236,49 @@ def _list(console: Console, what: str | None) -> None:
                 table.add_row(escape(name), escape(desc))
             console.print(table)
 
+
+def _list_settings(console: Console, name: str) -> None:
+    """The keys of method ``name``'s section, of config section ``name`` or of model ``name``: default, meaning."""
+    from lifelong.config import settings_of
+    from lifelong.models import MODELS
+
+    found = settings_of(name)
+    if found is not None:
+        title, fields = found
+        rows = [(key, _default_text(field), field.description or "") for key, field in fields.items()]
+    elif name in MODELS:
+        title = f"model {name}: its options (model.KEY)"
+        rows = [(key, _default_text(parameter.default), "") for key, parameter in
+                inspect.signature(MODELS[name][0]).parameters.items()
+                if key != "in_shape" and parameter.kind is parameter.POSITIONAL_OR_KEYWORD]
+    else:
+        raise UserError(f"nothing called '{name}' to list; give methods, benchmarks, models, datasets, scenarios, "
+                        "loggers, or a method, config section or model name (see `lifelong list`)")
+    if not rows:
+        console.print(f"{title}: none")
+        return
+    columns = ("key", "default", "meaning") if any(meaning for *_, meaning in rows) else ("key", "default")
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, style="bold" if column == "key" else None)
+    for row in rows:
+        table.add_row(*(escape(text) for text in row[: len(columns)]))
+    console.print(table)
+
+
+def _default_text(default: Any) -> str:
+    """A default as a config would spell it ("required" when there is none)."""
+    from pydantic.fields import FieldInfo
+    from pydantic_core import PydanticUndefined
+
+    if isinstance(default, FieldInfo):
+        default = default.default_factory() if default.default_factory is not None else default.default
+    if default is PydanticUndefined or default is inspect.Parameter.empty:
+        return "required"
+    try:
+        return json.dumps(default)
+    except TypeError:
+        return repr(default)
 
 def _int_list(text: str, flag: str) -> list[int]:
     try:

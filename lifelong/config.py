@@ -345,8 +345,10 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
     first = err.errors()[0]
     key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'; {_key_hint(model, first['loc'], prefix)} (see `lifelong list` and " \
-               "docs/configuration.md)"
+        loc = first["loc"]
+        section = prefix.rstrip(".") or (str(loc[0]) if len(loc) > 1 else "")
+        lister = f"`lifelong list {section}` lists its keys" if section else "see `lifelong list`"
+        return f"unknown config key '{key}'; {_key_hint(model, loc, prefix)} ({lister}; docs/configuration.md)"
     got = repr(first.get("input"))
     return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
 
@@ -371,6 +373,22 @@ def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
         return f"'{section.rstrip('.')}' has {', '.join(keys)}"
     return "check the spelling"
 
+
+def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:
+    """What a config can set under ``name``, as (title, pydantic fields by key): method ``name``'s section, another
+    method section (``memory``, ``slni``) or a config section (``train``, ``data``...); None if ``name`` is none."""
+    if name in METHODS:
+        section = METHODS[name].config_section()
+        return f"method {name}: its settings ({section}.KEY)", dict(METHODS[name].Params.model_fields)
+    sections = param_sections()
+    if name in sections:
+        return f"section {name} ({name}.KEY)", dict(sections[name].model_fields)
+    field = Config.model_fields.get(name)
+    kinds = [] if field is None else [field.annotation, *get_args(field.annotation)]
+    model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+    if model is None:
+        return None
+    return f"section {name} ({name}.KEY)", dict(model.model_fields)
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""

@@ -64,6 +64,34 @@ def test_list_names_everything(capsys):
     assert "lifelong[tensorboard]" in out  # descriptions are printed as written, not read as markup
 
 
+@pytest.mark.parametrize("name, section, rows", [
+    ("ewc", "ewc.KEY", [("lam", "10000.0"), ("fisher", '"empirical"'), ("fisher_samples", "null")]),
+    ("memory", "memory.KEY", [("size", "500"), ("batch_size", "32")]),
+    ("train", "train.KEY", [("epochs", "5"), ("unseen_outputs", '"masked"')]),
+    ("mlp", "model.KEY", [("hidden", "[400, 400]"), ("dropout", "0.0")]),
+])
+def test_list_shows_the_keys_and_defaults_of_a_method_section_or_model(name, section, rows, capsys):
+    from lifelong.config import build_config
+    from lifelong.methods import method_class
+
+    assert main(["list", name]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(section in line for line in lines[:3])
+    for key, default in rows:  # each key on a row of its own, with the default the config really has
+        assert any(line.split("│")[1:3] and [c.strip() for c in line.split("│")[1:3]] == [key, default]
+                   for line in lines), key
+    if name in ("ewc", "train"):  # the printed default is what a config that leaves the key unset gets
+        cfg = build_config({"method": "ewc"})
+        value = method_class("ewc").make_params(cfg).lam if name == "ewc" else cfg.train.epochs
+        assert value == float(rows[0][1])
+
+
+def test_list_of_an_unknown_name_is_one_line_exit_2(capsys):
+    assert main(["list", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nothing called 'nope'" in err and len(err.splitlines()) == 1
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "lifelong.cli", "run", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--set KEY=VALUE" in out.stdout
