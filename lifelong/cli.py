@@ -258,7 +258,8 @@ def _list_settings(console: Console, name: str) -> None:
         console.print(f"{title}: none")
         return
     columns = ("key", "default", "meaning") if any(meaning for *_, meaning in rows) else ("key", "default")
-    table = Table(title=title, title_justify="left")
+    console.print(escape(title))
+    table = Table()
     for column in columns:
         table.add_column(column, style="bold" if column == "key" else None)
     for row in rows:

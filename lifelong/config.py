@@ -378,8 +378,11 @@ def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:
     """What a config can set under ``name``, as (title, pydantic fields by key): method ``name``'s section, another
     method section (``memory``, ``slni``) or a config section (``train``, ``data``...); None if ``name`` is none."""
     if name in METHODS:
-        section = METHODS[name].config_section()
-        return f"method {name}: its settings ({section}.KEY)", dict(METHODS[name].Params.model_fields)
+        method = METHODS[name]
+        title = f"method {name}: its settings ({method.config_section()}.KEY)"
+        if method.variant_of:  # mas-slni = mas + the slni section
+            title += f", beside those of {method.variant_of[0]} (`lifelong list {method.variant_of[0]}`)"
+        return title, dict(method.Params.model_fields)
     sections = param_sections()
     if name in sections:
         return f"section {name} ({name}.KEY)", dict(sections[name].model_fields)
@@ -388,7 +391,8 @@ def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:
     model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
     if model is None:
         return None
-    return f"section {name} ({name}.KEY)", dict(model.model_fields)
+    extra = "; the chosen model's own options: `lifelong list MODEL`" if name == "model" else ""
+    return f"section {name} ({name}.KEY){extra}", dict(model.model_fields)
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""
