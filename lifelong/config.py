@@ -203,7 +203,9 @@ class Config(Strict):
         for key in [k for k in raw if k not in cls.model_fields]:
             if key not in sections:
                 valid = sorted(set(cls.model_fields) - {"params"} | set(sections))
-                raise UserError(f"unknown config key '{key}'; valid top-level keys: {', '.join(valid)}")
+                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+                guess = f"did you mean '{close[0]}'? " if close else ""
+                raise UserError(f"unknown config key '{key}'; {guess}valid top-level keys: {', '.join(valid)}")
             params[key] = raw.pop(key) or {}
         for name, section in params.items():
             if name not in sections:

@@ -23,7 +23,7 @@ def test_later_settings_win():
 @pytest.mark.parametrize(
     "raw, sets, fragment",
     [
-        ({"trian": {}}, [], "unknown config key 'trian'"),
+        ({"trian": {}}, [], "unknown config key 'trian'; did you mean 'train'?"),
         ({}, ["train.lrr=1"], "unknown config key 'train.lrr'"),
         ({}, ["train.lr=-1"], "invalid config value for 'train.lr'"),
         ({}, ["data.scenario=sideways"], "invalid config value for 'data.scenario'"),
