@@ -281,6 +281,7 @@ def _default_text(default: Any) -> str:
     except TypeError:
         return repr(default)
 
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
