@@ -250,7 +250,8 @@ def table(cases: list[Case]) -> str:
     ]
     for c in cases:
         lines.append(f"| {c.label} | {c.samples} | {c.steps} | {c.loop_rate:,.0f} | {c.bare_rate:,.0f} | "
-                     f"{c.ratio:.1%} | {min(c.pair_ratios):.0%}–{max(c.pair_ratios):.0%} | {c.overhead_us:,.0f} µs |")
+                     f"{c.ratio:.1%} | {min(c.pair_ratios):.0%}–{max(c.pair_ratios):.0%} | "
+                     f"{c.overhead_us:,.0f} µs |")
     return "\n".join(lines)
 
 

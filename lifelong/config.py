@@ -358,10 +358,8 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
 def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
     """For the unknown key at ``loc`` inside ``model``: the closest real key, else the section's keys when they
     are few, else a plain "check the spelling"."""
-    for part in loc[:-1]:  # down to the section, through optional ones (``X | None``)
-        field = model.model_fields.get(str(part)) if model is not None else None
-        kinds = [] if field is None else [field.annotation, *get_args(field.annotation)]
-        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+    for part in loc[:-1]:  # down to the section
+        model = _section_model(model, str(part))
     if model is None:
         return "check the spelling"
     section = prefix + "".join(f"{part}." for part in loc[:-1])
@@ -388,13 +386,20 @@ def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:
     sections = param_sections()
     if name in sections:
         return f"section {name} ({name}.KEY)", dict(sections[name].model_fields)
-    field = Config.model_fields.get(name)
-    kinds = [] if field is None else [field.annotation, *get_args(field.annotation)]
-    model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+    model = _section_model(Config, name)
     if model is None:
         return None
     extra = "; the chosen model's own options: `lifelong list MODEL`" if name == "model" else ""
     return f"section {name} ({name}.KEY){extra}", dict(model.model_fields)
+
+
+def _section_model(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    """The pydantic model of section ``key`` of ``model`` (through optional ones, ``X | None``); None if ``key``
+    is not a section."""
+    field = model.model_fields.get(key) if model is not None else None
+    kinds = [] if field is None else [field.annotation, *get_args(field.annotation)]
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML for configs: duplicate keys and binary data are errors; dates stay text (``2020-01-01``)."""

@@ -316,10 +316,11 @@ DIFFERENCES = (
     "θ before and after each step as views of the live parameters (`.cpu()` copies nothing there), so its path "
     "integral, its Ω and its penalty stay 0 and it trains as naive does, at SI's cost; MAS's Ω is per sample "
     "and summed over tasks here, per batch and averaged with α 0.5 there; Avalanche's Replay and AGEM keep an equal "
-    "share per experience, ours a reservoir (DER: class-balanced on both sides here); ours evaluate every task after each task (and the untrained network), "
-    "Avalanche's the tasks seen so far (task-incremental) or every task (class-incremental), with an evaluator that "
-    "records experience accuracy only and logs nothing; Avalanche's process loads the .npz the script made from "
-    "the same files before timing, ours reads the IDX .gz files itself.")
+    "share per experience, ours a reservoir (DER: class-balanced on both sides here); ours evaluate every task "
+    "after each task (and the untrained network), Avalanche's the tasks seen so far (task-incremental) or every "
+    "task (class-incremental), with an evaluator that records experience accuracy only and logs nothing; "
+    "Avalanche's process loads the .npz the script made from the same files before timing, ours reads the IDX .gz "
+    "files itself.")
 
 
 def section(args: argparse.Namespace, pairs: dict[tuple, dict[str, dict[str, Any]]], how: str) -> str:
