@@ -9,11 +9,11 @@ phases of 50 outer steps × 16 mini-tasks every 5 epochs) takes days on 2 CPU co
 reduction: 2 epochs per task on a tenth of the training data, a fifth of the test data, the library's optimizer
 (Adam lr 1e-3, batch 64), gs-mask at its defaults for short runs (proximal step, c 1) and one meta phase per task (at
 the start of epoch 2) of 5 outer steps × 4 mini-tasks, second-order MAML. EWC and MAS run on the 2×400 MLP at their
-defaults, MARK on its shipped CPU config (images padded to 3×32×32, narrower knowledge base), all on the same tasks
-and fractions. ``--paper`` restores the paper's protocol for gs-mask and its optimizer for EWC and MAS.
+defaults, EWC also on gs-conv (the same network as gs-mask: the network's cost without gs-mask's machinery), MARK on
+its shipped CPU config (images padded to 3×32×32, narrower knowledge base), all on the same tasks and fractions. ``--paper`` restores the paper's protocol for gs-mask and its optimizer for EWC and MAS.
 
     python benchmarks/gs_mask_results.py [--data-dir ../shared/data] [--seeds 0,1,2] [--pmnist-seeds 0,1,2]
-        [--benchmarks split-mnist,split-fmnist,pmnist] [--baselines ewc,mas,mark] [--epochs 2]
+        [--benchmarks split-mnist,split-fmnist,pmnist] [--baselines ewc,ewc-gs-conv,mas,mark] [--epochs 2]
         [--train-fraction 0.1] [--test-fraction 0.2] [--num-iterations 5] [--meta-batch 4] [--paper]
         [--out runs/gs-mask-results] [--no-write]
 
@@ -50,7 +50,7 @@ DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 BENCHMARKS = {"split-mnist": {}, "split-fmnist": {}, "pmnist": {"num_tasks": 10, "scenario": "task"}}
 MARK_CONFIG = {"split-mnist": "mark_split_mnist.yml", "split-fmnist": "mark_split_fmnist.yml",
                "pmnist": "mark_split_mnist.yml"}  # pmnist: MNIST's settings on its 10 permutations
-BASELINES = ("ewc", "mas", "mark")
+BASELINES = ("ewc", "ewc-gs-conv", "mas", "mark")  # ewc-gs-conv: EWC on gs-mask's own network
 
 
 def data_section(args: argparse.Namespace, benchmark: str) -> dict[str, Any]:
@@ -71,6 +71,8 @@ def run_config(args: argparse.Namespace, benchmark: str, seed: int, method: str,
         raw["mark"].update(kb_channels=[16, 32, 64], extractor_channels=8, features=32)  # benchmarks/mark_results.py
         cfg.update(data={**raw["data"], **cfg["data"]}, train={**raw["train"], "epochs": args.epochs},
                    mark=raw["mark"])
+    elif method == "ewc-gs-conv":  # the same network as gs-mask, per-task BatchNorm and calibration included
+        cfg.update(method="ewc", model={"name": "gs-conv"})
     else:
         cfg["model"] = {"name": "mlp", "hidden": [400, 400]}
     return cfg
@@ -115,7 +117,8 @@ def owned_shares(results: list[dict[str, Any]]) -> str:
 
 def variants(baselines: list[str]) -> list[tuple[str, str, bool]]:
     """(label, method, meta_learn)."""
-    named = {"ewc": "ewc (MLP 2×400)", "mas": "mas (MLP 2×400)", "mark": "mark (its CPU config)"}
+    named = {"ewc": "ewc (MLP 2×400)", "ewc-gs-conv": "ewc (gs-conv, gs-mask's network)", "mas": "mas (MLP 2×400)",
+             "mark": "mark (its CPU config)"}
     return [("gs-mask, meta-iteration", "gs-mask", True), ("gs-mask, no meta-iteration", "gs-mask", False),
             *[(named[b], b, False) for b in baselines]]
 
@@ -138,7 +141,9 @@ def summary(found: dict[str, tuple[list[dict[str, Any]], list[float | None]]]) -
     if meta and plain:
         text += f" The meta phases multiply gs-mask's run CPU seconds by {meta / plain:.1f}."
     if plain and ewc:
-        text += f" gs-mask without them costs {plain / ewc:.1f}× EWC's run in CPU seconds."
+        text += f" gs-mask without them costs {plain / ewc:.1f}× EWC's run on the MLP in CPU seconds"
+        same = mean_cpu("ewc-gs-conv")
+        text += f", and {plain / same:.1f}× (with them {meta / same:.1f}×) EWC's on gs-conv." if same and meta else "."
     return text
 
 
@@ -161,7 +166,7 @@ def table(args: argparse.Namespace, benchmark: str, seeds: list[int], baselines:
         if not results:
             rows.append(f"| {label} | diverged | | | | |")
             continue
-        found[label.split(" (")[0]] = (results, seconds)
+        found[method if method == "ewc-gs-conv" else label.split(" (")[0]] = (results, seconds)
         owned = owned_shares(results) if method == "gs-mask" else "n/a"
         cpu = [s for s in seconds if s is not None]
         rows.append(f"| {label} | {mean_std([r['acc'] for r in results])} | {mean_std([r['bwt'] for r in results])} "
@@ -178,7 +183,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pmnist-seeds", default=None, help="seeds of pmnist (10 tasks, the costliest; default: --seeds)")
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS))
-    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, from ewc, mas, mark")
+    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, from " + ", ".join(BASELINES))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.2)
@@ -239,7 +244,8 @@ def main() -> int:
         f"{torch.__version__}, torch.set_num_threads({args.threads}), "
         f"{platform.machine()}, {os.cpu_count()} CPUs). Mean ± sample std over seeds.",
         "",
-        f"Protocol: {protocol}. EWC and MAS: the 2×400 MLP at their defaults; MARK: configs/mark_split_mnist.yml "
+        f"Protocol: {protocol}. EWC and MAS: the 2×400 MLP at their defaults, and EWC also on gs-conv (gs-mask's "
+        "network, its per-task BatchNorms and calibrations included); MARK: configs/mark_split_mnist.yml "
         "(pmnist too) or mark_split_fmnist.yml with a 16/32/64-channel knowledge base, 8-channel F^t and 32 features "
         "(as benchmarks/mark_results.py), its phases at the same epochs; all task-incremental on the same tasks and "
         "fractions.",

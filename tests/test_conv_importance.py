@@ -119,6 +119,7 @@ def test_chunks_of_samples_do_not_change_the_closed_form(monkeypatch):
 @pytest.mark.parametrize("name, shape, options", [
     ("resnet18-reduced", (3, 8, 8), {"nf": 2}),
     ("alexnet", (3, 12, 12), {"fc": [16, 16]}),
+    ("gs-conv", (1, 8, 8), {"filters": 4, "blocks": 2, "reduction": 2}),  # per-task BatchNorm and calibration
 ])
 def test_conv_backbones_use_the_closed_form(name, shape, options, transform):
     net = network(build_backbone(name, shape, **options))

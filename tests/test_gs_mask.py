@@ -233,10 +233,45 @@ def test_wrong_model_or_betas_is_a_user_error():
             build_config(config()).data, 0), CPU)
     with pytest.raises(UserError, match="one β per layer"):
         make(betas=[0.1, 0.2])
-    with pytest.raises(UserError, match="gs-conv needs one task id"):
-        naive = {k: v for k, v in config().items() if k != "gs-mask"}  # an unused section is an error
-        build_method(build_config({**naive, "method": "naive"}),
-                     build_benchmark(build_config(config()).data, 0), CPU).model(torch.zeros(1, 1, 28, 28), 0)
+    with pytest.raises(UserError, match="gs-conv needs the task id of each batch"):
+        method, _ = make()
+        method.net(torch.zeros(1, 1, 28, 28))
+
+
+def other_method(name, scenario="task"):
+    """Method ``name`` on gs-conv and the benchmark's task views (no gs-mask section: an unused one is an error)."""
+    cfg = {k: v for k, v in config().items() if k != "gs-mask"}
+    cfg = build_config({**cfg, "method": name, "data": {**cfg["data"], "scenario": scenario}})
+    benchmark = build_benchmark(cfg.data, 0)
+    torch.manual_seed(0)
+    return build_method(cfg, benchmark, CPU), [TaskView(t, t.train, CPU) for t in benchmark.tasks]
+
+
+def test_gs_conv_is_a_backbone_for_task_incremental_methods():
+    """EWC on gs-conv: each task trains its own BatchNorm and calibration (built before its optimizer), and a
+    mixed batch runs each task's rows through that task's modules."""
+    method, views = other_method("ewc")
+    train(method, views[0], epochs=1)
+    method.after_task(views[0].task, views[0])
+    method.before_task(views[1].task)
+    net = method.model
+    trained = {id(p) for group in method.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in trained for p in net.backbone.tasks["1"].parameters())
+    x, ids = views[0].inputs(torch.arange(6)), torch.tensor([0, 1, 1, 0, 1, 0])
+    net.eval()
+    mixed = net(x, ids)
+    for t in (0, 1):
+        rows = (ids == t).nonzero().squeeze(1)
+        assert torch.allclose(mixed[rows], net(x[rows], t), atol=1e-6)
+    assert not torch.allclose(net.features(x, 0), net.features(x, 1))  # the tasks' own modules differ
+    assert method.penalty.active
+
+
+def test_gs_conv_refuses_methods_and_scenarios_that_need_task_free_features():
+    with pytest.raises(UserError, match="method lwf computes features without naming a task.*use another model"):
+        other_method("lwf")
+    with pytest.raises(UserError, match="model gs-conv needs the task-incremental scenario.*set data.scenario to task"):
+        other_method("ewc", scenario="class")
 
 
 # --- runs through the loop ---

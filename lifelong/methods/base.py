@@ -41,6 +41,7 @@ class Method:
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class", "domain")  # the scenarios the method can serve
     task_free: ClassVar[bool] = False  # learns a stream whose task boundaries are hidden (no hook, no task data)
     trains_before_task: ClassVar[bool] = False  # trains on the task's whole data in before_task (mark)
+    task_features: ClassVar[bool] = True  # every network call names the task: task-conditioned backbones serve it
     revision: ClassVar[int] = 0  # raised when the same config gives other results than before; part of the fingerprint
 
     @classmethod
@@ -55,6 +56,10 @@ class Method:
     def __init__(self, build_network: Callable[..., Network], params: Params, train: TrainConfig):
         self.build_network = build_network
         self.model = build_network()
+        if getattr(self.model, "task_conditioned", False) and not self.task_features:  # mark: its own model
+            raise UserError(f"method {self.name} computes features without naming a task, which model "
+                            f"{self.model.backbone.name} (modules of each task's own) cannot give; use another "
+                            "model (mlp, alexnet, resnet18-reduced)")
         self.params = params
         self.train_config = train
         self.optimizer: torch.optim.Optimizer | None = None

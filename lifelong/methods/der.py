@@ -42,6 +42,7 @@ class DER(StoreChoice):
     Params = Params
     Combined = with_memory(Params)
     keeps_logits = True
+    task_features = False  # one backbone pass over rows of several tasks
 
     def train_batch(self, batch: Batch) -> torch.Tensor:
         """One backbone pass over the incoming rows and the replayed ones (a second draw for DER++'s β term)."""

@@ -38,6 +38,7 @@ class ERACE(Rehearsal):
     description = "ER with asymmetric cross-entropy: incoming rows compete only with the classes in their batch"
     Params = Params
     Combined = with_memory(Params)
+    task_features = False  # one backbone pass over rows of several tasks
     scenarios: ClassVar[tuple[str, ...]] = ("class", "task")  # domain-IL: no new classes to shield the old from
 
     def __init__(self, *args: Any, **kwargs: Any):

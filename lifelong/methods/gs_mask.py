@@ -110,9 +110,6 @@ class GSMask(Method):
         if not isinstance(self.model.backbone, FilterMaskedConvNet):
             raise UserError("method gs-mask runs on its own network, gs-conv (its default when no model is named), "
                             f"not {type(self.model.backbone).__name__}; drop --model / model.name or set it to gs-conv")
-        if self.model.scenario != "task":
-            raise UserError("method gs-mask needs the task-incremental scenario (--scenario task, or --config "
-                            "configs/gs_mask_pmnist.yml)")
         self.net: FilterMaskedConvNet = self.model.backbone
         if len(self.params.betas) != self.net.blocks:
             raise UserError(f"gs-mask.betas has {len(self.params.betas)} values but model gs-conv has "

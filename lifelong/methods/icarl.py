@@ -41,6 +41,7 @@ class ICaRL(Rehearsal):
     description = "iCaRL: herded exemplars, sigmoid distillation, nearest-mean-of-exemplars classifier (Rebuffi 2017)"
     Params = Params
     Combined = with_memory(Params)
+    task_features = False  # nearest mean of exemplars in a task-free feature space
     scenarios = ("class",)  # one growing set of classes: the paper's setting (docs/methods.md)
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -70,6 +70,7 @@ class LwF(Method):
     name = "lwf"
     description = "Learning without Forgetting: distil a frozen copy's old-head outputs on new data (Li & Hoiem 2016)"
     Params = Params
+    task_features = False  # the teacher's old heads read the new data's task-free features
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

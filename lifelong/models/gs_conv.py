@@ -64,7 +64,11 @@ def max_pool2(h: torch.Tensor) -> torch.Tensor:
 
 
 class FilterMaskedConvNet(nn.Module):
-    """``net(x, task_id, masks)`` → features (B, out_features); only method gs-mask passes the task id it needs."""
+    """``net(x, task_id, masks)`` → features (B, out_features) through task ``task_id``'s modules; method gs-mask
+    passes masks, other task-incremental methods run it without (``Network`` passes the task id)."""
+
+    name = "gs-conv"
+    task_conditioned = True  # Network passes each batch's task id (heads.py)
 
     def __init__(self, in_shape: tuple[int, int, int], filters: int = 32, blocks: int = 4, reduction: int = 4):
         super().__init__()
@@ -133,8 +137,8 @@ class FilterMaskedConvNet(nn.Module):
         """Features of ``x`` through task ``task_id``'s BN and calibration; ``masks[l]`` (bool, one per filter of
         block l) keeps the filters that are on, None = all on."""
         if not isinstance(task_id, int):
-            raise UserError("model gs-conv needs one task id per batch: it is the network of method gs-mask "
-                            "(--method gs-mask), not a backbone for other methods")
+            raise UserError("model gs-conv needs the task id of each batch (its BatchNorm and calibration are the "
+                            "task's own); call it through Network, which passes it")
         modules = self.task_modules(task_id)
         h = x
         for block, conv in enumerate(self.convs):
@@ -143,7 +147,7 @@ class FilterMaskedConvNet(nn.Module):
             else:  # a switched-off filter's output is exactly 0 (and so is its gradient)
                 on = masks[block].to(conv.weight.dtype)
                 h = F.conv2d(h, conv.weight * on.view(-1, 1, 1, 1), conv.bias * on, padding=1)
-            h = F.relu(modules.norms[block](h), inplace=True)
+            h = F.relu(modules.norms[block](h))  # not in place: the importance closed form reads the BN output
             # calibrate after pooling: a positive per-channel scale commutes with max, exactly, on 4× fewer values
             h = max_pool2(h) * modules.calibrations[block].scale(h)
         return h.flatten(1)

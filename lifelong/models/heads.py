@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from lifelong.errors import UserError
+
 
 class Network(nn.Module):
     """``network(x, task_ids)`` → logits in the target space of the scenario.
@@ -25,6 +27,10 @@ class Network(nn.Module):
         self.mask_unseen = mask_unseen  # class-incremental: outputs of classes not reached yet are cut off
         self.class_counts = list(class_counts)
         self.head_seed = head_seed
+        if self.task_conditioned and scenario != "task":
+            raise UserError(f"model {backbone.name} needs the task-incremental scenario: it picks modules by task "
+                            "id, which only that scenario gives at test time; set data.scenario to task (--scenario "
+                            "task) or use another model")
         self.heads = nn.ModuleDict()
         self.register_buffer("classes_seen", torch.zeros((), dtype=torch.int64))
         if scenario != "task":
@@ -68,12 +74,34 @@ class Network(nn.Module):
         self.classes_seen.fill_(max(int(self.classes_seen), sum(self.class_counts[: task_id + 1])))
         if self.scenario == "task":
             self.head(task_id)
+        if self.task_conditioned:
+            self.backbone.task_modules(task_id)  # before the task's optimizer is built, so that it trains them
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+    @property
+    def task_conditioned(self) -> bool:
+        """Whether the backbone has modules of each task's own (gs-conv's BatchNorms and calibrations)."""
+        return getattr(self.backbone, "task_conditioned", False)
+
+    def features(self, x: torch.Tensor, task_ids: int | torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's features; a task-conditioned backbone runs each task's rows through that task's modules."""
+        if not self.task_conditioned:
+            return self.backbone(x)
+        if task_ids is None:
+            raise UserError(f"model {self.backbone.name} has modules of each task's own (BatchNorm, calibration), "
+                            "and this method asks for features without a task; use another model (mlp, alexnet, "
+                            "resnet18-reduced)")
+        if isinstance(task_ids, int) or task_ids.dim() == 0:
+            return self.backbone(x, int(task_ids))
+        out = None
+        for t in task_ids.unique().tolist():
+            rows = (task_ids == t).nonzero().squeeze(1)
+            part = self.backbone(x[rows], t)
+            out = part.new_empty(x.shape[0], *part.shape[1:]) if out is None else out
+            out[rows] = part
+        return out
 
     def forward(self, x: torch.Tensor, task_ids: int | torch.Tensor) -> torch.Tensor:
-        return self.logits(self.backbone(x), task_ids)
+        return self.logits(self.features(x, task_ids), task_ids)
 
     def logits(self, features: torch.Tensor, task_ids: int | torch.Tensor, all_classes: bool = False) -> torch.Tensor:
         """Head outputs for already computed features; ``all_classes`` keeps a class-incremental head's outputs
