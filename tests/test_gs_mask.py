@@ -264,6 +264,8 @@ def test_gs_conv_is_a_backbone_for_task_incremental_methods():
         rows = (ids == t).nonzero().squeeze(1)
         assert torch.allclose(mixed[rows], net(x[rows], t), atol=1e-6)
     assert not torch.allclose(net.features(x, 0), net.features(x, 1))  # the tasks' own modules differ
+    with pytest.raises(UserError, match="asks for features without a task"):
+        net.features(x)
     assert method.penalty.active
 
 

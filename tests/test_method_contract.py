@@ -72,10 +72,10 @@ def check_documented(method_class) -> None:
         assert info.description, f"{method_class.name}: Params.{field} has no description"
 
 
-def check_kill_and_resume(tmp_path, crash_and_resume, name) -> None:
+def check_kill_and_resume(tmp_path, crash_and_resume, name, **extra) -> None:
     """Crash mid-task with the method's state from task 1 in place, and at a task boundary; resume to the end."""
-    ref_dir, reference = lifelong.run(contract_config(tmp_path, name, "ref"))
-    run_dir, resumed = crash_and_resume(contract_config(tmp_path, name, "crash"), [(1, 1), (2, 0)])
+    ref_dir, reference = lifelong.run(contract_config(tmp_path, name, "ref", **extra))
+    run_dir, resumed = crash_and_resume(contract_config(tmp_path, name, "crash", **extra), [(1, 1), (2, 0)])
     assert resumed["acc_matrix"] == reference["acc_matrix"]
     assert equal(resumed["method_info"], reference["method_info"])
     assert equal(store.read_metrics(run_dir), store.read_metrics(ref_dir))
@@ -105,6 +105,14 @@ def test_params_are_documented(name):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, crash_and_resume, name):
     check_kill_and_resume(tmp_path, crash_and_resume, name)
+
+
+@pytest.mark.parametrize("name", ["ewc", "si", "er"])
+def test_kill_and_resume_on_a_task_conditioned_backbone(tmp_path, crash_and_resume, name):
+    """gs-conv's BatchNorms and calibrations of each task, built at the task's start (er: mixed batches of tasks),
+    resume like the heads do."""
+    check_kill_and_resume(tmp_path, crash_and_resume, name, model={"name": "gs-conv", "filters": 8},
+                          data={"scenario": "task"})
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if "class" in m.scenarios))

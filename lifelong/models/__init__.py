@@ -23,7 +23,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "alexnet": (AlexNetLike, "small AlexNet-like conv net of HAT, ACL and MARK (3 conv + 2×2048 FC)"),
     "resnet18-reduced": (ReducedResNet18, "reduced ResNet-18 of GEM (nf=20 base filters, global average pooling)"),
     "gs-conv": (FilterMaskedConvNet, "4 × (Conv3×3 32 → per-task BN → ReLU → per-task calibration → MaxPool2); "
-                                     "the network of method gs-mask"),
+                                     "gs-mask's network, also for task-incremental methods that name the task"),
     "mark-kb": (KnowledgeBase, "MARK's knowledge base: 3 conv blocks without BatchNorm + FC (no masks outside mark)"),
 }
 
