@@ -18,6 +18,8 @@ no validation split, every method at its default hyperparameters (``imm-mean`` /
    ``ewc:expected``), online-ewc, mas, mas-alpha and imm-mode: the time of ``after_task`` over
    task 1's whole training data (~12,000 samples), against one training epoch of task 1 with ``naive`` as the
    loop runs it (batches drawn from the task's ``Stream`` + ``train_step``). Goal: ≤ 1 epoch.
+   The same for ewc, ewc:expected, mas and imm-mode on the conv backbones (``--conv-models``: alexnet,
+   resnet18-reduced, gs-conv), split-fmnist read at 3×32×32, into the section ``conv-importance`` (issue 22).
 3. **Run** — ``lifelong.run(..., force=True)`` of each method over the 5 tasks, 1 epoch per task;
    ``results["train_seconds"]`` (training epochs + ``after_task``; evaluation and checkpoints excluded)
    against naive's.
@@ -26,7 +28,8 @@ Before each block the script waits (up to ``--wait-seconds``) for the 1-minute l
 and notes it, and measures other processes' CPU use during the block (/proc/stat).
 
     python benchmarks/method_speed.py [--data-dir ../shared/data] [--repeats 5] [--steps 20]
-                                      [--run-repeats 3] [--threads 2] [--quick] [--no-write]
+                                      [--run-repeats 3] [--threads 2] [--skip PARTS] [--conv-fraction 0.4]
+                                      [--conv-models alexnet,resnet18-reduced,gs-conv] [--quick] [--no-write]
 
 Writes the tables into docs/RESULTS.md (section ``method-speed``) unless ``--quick`` (a smoke test on small
 subsets) or ``--no-write`` is given.
@@ -340,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated parts to skip: step, importance, run, conv-importance")
     parser.add_argument("--conv-fraction", type=float, default=0.4,
                         help="train fraction of split-fmnist's first task for the conv importance (default 0.4)")
+    parser.add_argument("--conv-models", default="alexnet,resnet18-reduced,gs-conv",
+                        help="comma-separated conv backbones of the conv importance (default all three)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: small subsets, one repeat, nothing written to docs/RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
@@ -390,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             log(table)
         if "conv-importance" not in skip:
             conv_names = [n for n in ("ewc", "ewc:expected", "mas", "imm-mode") if n.partition(":")[0] in METHODS]
-            for model in ("alexnet", "resnet18-reduced"):
+            for model in [m for m in args.conv_models.split(",") if m.strip()]:
                 log(f"2b. importance cost on {model}: {', '.join(conv_names)}")
                 conv_fraction = 0.02 if args.quick else args.conv_fraction
                 costs, epochs, samples, block = measure_importance(conv_names, args.data_dir, out, conv_fraction,
