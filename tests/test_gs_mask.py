@@ -312,3 +312,40 @@ def test_kill_and_resume_gives_the_uninterrupted_results(tmp_path, crash_and_res
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["extra"]["owner"], b["extra"]["owner"]))
     assert all(torch.equal(a["extra"]["meta_head"][k], b["extra"]["meta_head"][k]) for k in a["extra"]["meta_head"])
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gs_conv_equals_its_textbook_form_in_value_and_gradient(layout):
+    """Pooling before the calibration, the scale computed first and the mean as sum / count are rearrangements:
+    features and every gradient equal conv → BN → ReLU → x · sigmoid(W₂ ReLU(W₁ mean(x))) → max-pool, bit for bit."""
+    from lifelong.models import build_backbone
+
+    torch.manual_seed(0)
+    net = build_backbone("gs-conv", (3, 16, 16), filters=6, blocks=3, reduction=2)
+    modules = net.task_modules(0)
+    net.eval()  # in training, the conv biases' gradients are BatchNorm's rounding noise (their true value is 0)
+    with torch.no_grad():
+        for norm in modules.norms:
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(5, 3, 16, 16).contiguous(memory_format=layout)
+
+    def textbook(x):
+        h = x
+        for block, conv in enumerate(net.convs):
+            h = F.relu(modules.norms[block](conv(h)))
+            calibration = modules.calibrations[block]
+            scale = torch.sigmoid(calibration.excite(F.relu(calibration.squeeze(h.mean((2, 3))))))
+            h = F.max_pool2d(h * scale[:, :, None, None], 2)
+        return h.flatten(1)
+
+    results = []
+    for forward in (lambda x: net(x, 0), textbook):
+        net.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = forward(inputs)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        results.append([out, inputs.grad, *[p.grad for p in net.parameters() if p.grad is not None]])
+    assert len(results[0]) == len(results[1]) > 2
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
