@@ -104,6 +104,24 @@ def test_conv_closed_form_equals_vmap_and_a_loop(config, transform, channels_las
     assert closed.abs().sum() > 0
 
 
+def test_one_channel_inputs_run_channels_last_too():
+    """Grayscale inputs: their channels-last strides are ambiguous, so the pass views them with channel stride 1
+    and every conv after reads channels last; the result is the vmap reference's."""
+    layouts = []
+    torch.manual_seed(1)
+    net = network(TinyConv(stride=2, padding=1, in_shape=(1, 9, 8)))
+    handle = net.backbone.conv2.register_forward_hook(
+        lambda m, args, out: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                            and args[0].stride(1) == 1))
+    names = parameter_names(net)
+    x, y = torch.randn(5, 1, 9, 8), torch.tensor([0, 3, 1, 2, 3])
+    objective, _ = objectives(torch.square, y)
+    closed = _closed_form(net, names, x, 1, objective, torch.square, y)
+    handle.remove()
+    assert layouts == [True]
+    assert close(closed, _vmapped(net, names, x, 1, objective, torch.square, y))
+
+
 def test_chunks_of_samples_do_not_change_the_closed_form(monkeypatch):
     net = network(TinyConv(stride=2, padding=1, groups=2))
     names = parameter_names(net)

@@ -303,7 +303,7 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
 
     hooks = [m.register_forward_hook(record) for m in modules]
     if CHANNELS_LAST and inputs.dim() == 4 and any(type(m) is torch.nn.Conv2d for m in modules):
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = _channels_last(inputs)
     try:
         with torch.enable_grad(), _norms_as_affine(model):
             logits = model(inputs, task_id)
@@ -326,6 +326,15 @@ def _closed_form(model, names, inputs, task_id, objective, transform, extra,
         (pieces[owners[n][0]][owners[n][1]] if owners[n][0] in pieces else torch.zeros_like(params[n])).reshape(-1)
         for n in names
     ]).detach()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) in channels-last layout. One channel: a view with channel stride 1 (the memory is the same,
+    but PyTorch reads the usual strides as channel-major, and so would every layer after it)."""
+    if x.shape[1] == 1:
+        x = x.contiguous()
+        return x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), x.stride(3)))
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _single_batched_call(module, calls: list, batch: int) -> bool:
