@@ -10,7 +10,8 @@ reduction: 2 epochs per task on a tenth of the training data, a fifth of the tes
 (Adam lr 1e-3, batch 64), gs-mask at its defaults for short runs (proximal step, c 1) and one meta phase per task (at
 the start of epoch 2) of 5 outer steps × 4 mini-tasks, second-order MAML. EWC and MAS run on the 2×400 MLP at their
 defaults, EWC also on gs-conv (the same network as gs-mask: the network's cost without gs-mask's machinery), MARK on
-its shipped CPU config (images padded to 3×32×32, narrower knowledge base), all on the same tasks and fractions. ``--paper`` restores the paper's protocol for gs-mask and its optimizer for EWC and MAS.
+its shipped CPU config (images padded to 3×32×32, narrower knowledge base), all on the same tasks and fractions.
+``--paper`` restores the paper's protocol for gs-mask and its optimizer for EWC and MAS.
 
     python benchmarks/gs_mask_results.py [--data-dir ../shared/data] [--seeds 0,1,2] [--pmnist-seeds 0,1,2]
         [--benchmarks split-mnist,split-fmnist,pmnist] [--baselines ewc,ewc-gs-conv,mas,mark] [--epochs 2]
@@ -143,7 +144,9 @@ def summary(found: dict[str, tuple[list[dict[str, Any]], list[float | None]]]) -
     if plain and ewc:
         text += f" gs-mask without them costs {plain / ewc:.1f}× EWC's run on the MLP in CPU seconds"
         same = mean_cpu("ewc-gs-conv")
-        text += f", and {plain / same:.1f}× (with them {meta / same:.1f}×) EWC's on gs-conv." if same and meta else "."
+        if same:
+            text += f", and {plain / same:.1f}×" + (f" (with them {meta / same:.1f}×)" if meta else "")
+        text += " EWC's on gs-conv." if same else "."
     return text
 
 
@@ -183,7 +186,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pmnist-seeds", default=None, help="seeds of pmnist (10 tasks, the costliest; default: --seeds)")
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS))
-    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, from " + ", ".join(BASELINES))
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help="comma-separated, from " + ", ".join(BASELINES))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.2)

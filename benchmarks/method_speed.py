@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             log(table)
         if "conv-importance" not in skip:
             conv_names = [n for n in ("ewc", "ewc:expected", "mas", "imm-mode") if n.partition(":")[0] in METHODS]
-            for model in [m for m in args.conv_models.split(",") if m.strip()]:
+            for model in [m.strip() for m in args.conv_models.split(",") if m.strip()]:
                 log(f"2b. importance cost on {model}: {', '.join(conv_names)}")
                 conv_fraction = 0.02 if args.quick else args.conv_fraction
                 costs, epochs, samples, block = measure_importance(conv_names, args.data_dir, out, conv_fraction,

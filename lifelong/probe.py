@@ -14,7 +14,8 @@ RIDGE = 1e-3  # the ridge term, relative to the mean diagonal of the features' G
 def head_inputs(method: Method, x: torch.Tensor, task_id: int) -> torch.Tensor:
     """The features the method's prediction feeds its output layer (masks, knowledge bases and all), or the
     backbone's features when its prediction uses no head (iCaRL's nearest mean)."""
-    network = method.model if hasattr(method.model, "heads") else method.model.network
+    network = method.network_for(task_id)
+    network = network if hasattr(network, "heads") else network.network  # mark: the network inside its model
     seen: list[torch.Tensor] = []
     hooks = [head.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for head in network.heads.values()]
     try:
@@ -22,7 +23,7 @@ def head_inputs(method: Method, x: torch.Tensor, task_id: int) -> torch.Tensor:
     finally:
         for hook in hooks:
             hook.remove()
-    return (seen[-1] if seen else network.features(x)).flatten(1)
+    return (seen[-1] if seen else network.features(x, task_id)).flatten(1)
 
 
 def _design(method: Method, view: TaskView, batch_size: int):

@@ -55,7 +55,7 @@ def test_meta_learn_false_is_the_ablation_and_flags_still_override():
     (["--dataset", "pmnist", "--num-iterations", "0"], "gs-mask.num_iterations"),
     (["--dataset", "pmnist", "--config", "x.yml"], "either --dataset or --config"),
     (["--method", "gs-mask", "--device", "cpu", "--model", "mlp"], "runs on its own network, gs-conv"),
-    (["--method", "gs-mask", "--device", "cpu", "--scenario", "class"], "needs the task-incremental scenario"),
+    (["--method", "gs-mask", "--device", "cpu", "--scenario", "class"], "serves only task-incremental scenarios"),
 ])
 def test_bad_values_exit_2_with_one_line(argv, fragment, tmp_path, capsys):
     assert cli.main(["run", *argv, "--out", str(tmp_path), "--quiet"]) == 2

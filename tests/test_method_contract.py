@@ -107,12 +107,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, crash_and_resume,
     check_kill_and_resume(tmp_path, crash_and_resume, name)
 
 
-@pytest.mark.parametrize("name", ["ewc", "si", "er"])
+@pytest.mark.parametrize("name", ["ewc", "si", "er", "single-task"])
 def test_kill_and_resume_on_a_task_conditioned_backbone(tmp_path, crash_and_resume, name):
-    """gs-conv's BatchNorms and calibrations of each task, built at the task's start (er: mixed batches of tasks),
-    resume like the heads do."""
+    """gs-conv's BatchNorms and calibrations of each task, built at the task's start (er: mixed batches of tasks;
+    single-task: a fresh network per task), resume like the heads do; linear probes read each task's features."""
     check_kill_and_resume(tmp_path, crash_and_resume, name, model={"name": "gs-conv", "filters": 8},
-                          data={"scenario": "task"})
+                          data={"scenario": "task"}, train={"epochs": 2, "batch_size": 16, "probe": True})
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if "class" in m.scenarios))

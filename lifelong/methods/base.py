@@ -55,10 +55,12 @@ class Method:
 
     def __init__(self, build_network: Callable[..., Network], params: Params, train: TrainConfig):
         self.build_network = build_network
+        if getattr(build_network, "scenario", None) is not None:  # before the network's own checks
+            self.check_scenario(build_network.scenario)
         self.model = build_network()
         if getattr(self.model, "task_conditioned", False) and not self.task_features:  # mark: its own model
             raise UserError(f"method {self.name} computes features without naming a task, which model "
-                            f"{self.model.backbone.name} (modules of each task's own) cannot give; use another "
+                            f"{self.model.backbone_name} (modules of each task's own) cannot give; use another "
                             "model (mlp, alexnet, resnet18-reduced)")
         self.params = params
         self.train_config = train
@@ -67,9 +69,13 @@ class Method:
 
     def check_benchmark(self, benchmark: Benchmark) -> None:
         """Refuse a benchmark the method cannot serve, before anything trains (a UserError naming the fix)."""
-        if benchmark.scenario not in self.scenarios:
+        self.check_scenario(benchmark.scenario)
+
+    def check_scenario(self, scenario: str) -> None:
+        """Refuse a scenario the method cannot serve (a UserError naming the fix)."""
+        if scenario not in self.scenarios:
             raise UserError(f"method {self.name} serves only {' and '.join(self.scenarios)}-incremental scenarios, "
-                            f"not {benchmark.scenario}; set data.scenario to {self.scenarios[0]}")
+                            f"not {scenario}; set data.scenario to {self.scenarios[0]}")
 
     # --- hooks the loop calls, in this order for each task ---
     def training_views(self, task: Task, seen: list[TaskView]) -> list[TaskView]:
@@ -159,6 +165,10 @@ class Method:
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """Logits for a batch of task ``task_id`` (the id is ignored by shared heads)."""
         return self.model(x, task_id)
+
+    def network_for(self, task_id: int) -> torch.nn.Module:
+        """The network that predicts task ``task_id`` (probes read its features)."""
+        return self.model
 
     def task_log(self) -> dict[str, Any]:
         """Method-specific figures added to the ``task`` record of metrics.jsonl after each task."""

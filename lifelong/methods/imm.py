@@ -49,8 +49,13 @@ class Params(base.Params):
 
 
 def merged_names(model: torch.nn.Module) -> list[str]:
-    """Trainable parameters that IMM merges: all but task-incremental heads ``heads.<k>.*``."""
-    return [n for n in parameter_names(model) if not (n.startswith("heads.") and n.split(".")[1].isdigit())]
+    """Trainable parameters that IMM merges: all but each task's own, task-incremental heads ``heads.<k>.*`` and a
+    task-conditioned backbone's modules ``backbone.tasks.<k>.*`` (gs-conv)."""
+    def own(name: str) -> bool:
+        parts = name.split(".")
+        return (parts[0] == "heads" and parts[1].isdigit()) or parts[:2] == ["backbone", "tasks"]
+
+    return [n for n in parameter_names(model) if not own(n)]
 
 
 class MeanIMM(base.Method):

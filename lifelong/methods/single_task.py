@@ -24,16 +24,19 @@ class SingleTask(Method):
     def before_task(self, task: Task) -> None:
         if task.id > 0:
             self.model = self.build_network()
-            if self.model.scenario == "task":  # the later tasks' heads exist before the optimizer is made, as in
-                for later in range(task.id, len(self.model.class_counts)):  # the first network, so that a resume
-                    self.model.head(later)  # rebuilds the same optimizer (evaluation creates them anyway)
+            for later in range(task.id, len(self.model.class_counts)):  # the later tasks' heads (and per-task
+                self.model.prepare_task(later)  # modules) exist before the optimizer is made, as in the first
+                # network, so that a resume rebuilds the same optimizer (evaluation creates them anyway)
         super().before_task(task)
 
     def after_task(self, task: Task, train) -> None:
         self.finished.append(self.model)
 
+    def network_for(self, task_id: int) -> Network:
+        return self.finished[task_id] if task_id < len(self.finished) else self.model
+
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        network = self.finished[task_id] if task_id < len(self.finished) else self.model
+        network = self.network_for(task_id)
         network.eval()
         return network(x, task_id)
 

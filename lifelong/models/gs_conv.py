@@ -29,8 +29,8 @@ class Calibration(nn.Module):
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The channel scales (B, C, 1, 1), each in (0, 1)."""
-        pooled = x.sum((2, 3)) / (x.shape[2] * x.shape[3])  # = x.mean((2, 3)) bit for bit; its gradient stays a
-        # broadcast view (mean's backward writes a full-size map)
+        pooled = x.sum((2, 3)) / (x.shape[2] * x.shape[3])  # x.mean((2, 3)), bit for bit on the CPU; its gradient
+        # stays a broadcast view (mean's backward writes a full-size map)
         return torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

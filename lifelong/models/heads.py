@@ -28,9 +28,9 @@ class Network(nn.Module):
         self.class_counts = list(class_counts)
         self.head_seed = head_seed
         if self.task_conditioned and scenario != "task":
-            raise UserError(f"model {backbone.name} needs the task-incremental scenario: it picks modules by task "
-                            "id, which only that scenario gives at test time; set data.scenario to task (--scenario "
-                            "task) or use another model")
+            raise UserError(f"model {self.backbone_name} needs the task-incremental scenario: it picks modules by "
+                            "task id, which only that scenario gives at test time; set the scenario to task "
+                            "(data.scenario, --scenario) or use another model")
         self.heads = nn.ModuleDict()
         self.register_buffer("classes_seen", torch.zeros((), dtype=torch.int64))
         if scenario != "task":
@@ -72,10 +72,20 @@ class Network(nn.Module):
     def start_task(self, task_id: int) -> None:
         """Mark task ``task_id``'s classes as reached (class-incremental output masking)."""
         self.classes_seen.fill_(max(int(self.classes_seen), sum(self.class_counts[: task_id + 1])))
+        self.prepare_task(task_id)
+
+    def prepare_task(self, task_id: int) -> None:
+        """Create task ``task_id``'s own parameters if missing: its head, a task-conditioned backbone's modules
+        (before the task's optimizer is built, so that it trains them)."""
         if self.scenario == "task":
             self.head(task_id)
         if self.task_conditioned:
-            self.backbone.task_modules(task_id)  # before the task's optimizer is built, so that it trains them
+            self.backbone.task_modules(task_id)
+
+    @property
+    def backbone_name(self) -> str:
+        """The backbone's registered name where it has one (its class name otherwise)."""
+        return getattr(self.backbone, "name", type(self.backbone).__name__)
 
     @property
     def task_conditioned(self) -> bool:
@@ -87,9 +97,9 @@ class Network(nn.Module):
         if not self.task_conditioned:
             return self.backbone(x)
         if task_ids is None:
-            raise UserError(f"model {self.backbone.name} has modules of each task's own (BatchNorm, calibration), "
-                            "and this method asks for features without a task; use another model (mlp, alexnet, "
-                            "resnet18-reduced)")
+            raise UserError(f"model {self.backbone_name} has modules of each task's own (BatchNorm, calibration): "
+                            "its features need the task id (Network.features(x, task_ids)); or use another model "
+                            "(mlp, alexnet, resnet18-reduced)")
         if isinstance(task_ids, int) or task_ids.dim() == 0:
             return self.backbone(x, int(task_ids))
         out = None
