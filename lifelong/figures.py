@@ -235,8 +235,9 @@ def importance_histograms(names: Sequence[str], edges: np.ndarray, counts: Seque
 def importance_growth(layers: Sequence[str], means: Sequence[Sequence[float]], shares: Sequence[Sequence[float]],
                       tasks: Sequence[int]) -> Figure:
     """Left: each layer's mean importance after each task (log scale; a layer no term reaches yet is left out
-    there); right: its share above the threshold."""
-    fig = _figure(9.0, 3.8)
+    there); right: its share above the threshold. The figure grows with the legend (one entry per layer)."""
+    columns = _legend_columns(list(layers), 9.0)
+    fig = _figure(9.0, 3.4 + 0.2 * -(-len(layers) // columns))
     left, right = fig.subplots(1, 2)
     for k, (layer, mean, share) in enumerate(zip(layers, means, shares)):
         mean = np.asarray(mean, dtype=float)
@@ -250,8 +251,7 @@ def importance_growth(layers: Sequence[str], means: Sequence[Sequence[float]], s
         ax.set_xlabel("after task")
         ax.set_xticks(list(tasks))
         ax.grid(alpha=0.3)
-    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center",
-               ncols=_legend_columns(list(layers), fig.get_figwidth()))
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=columns)
     return fig
 
 

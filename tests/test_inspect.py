@@ -141,3 +141,20 @@ def test_inspect_refuses_what_it_cannot_read(tmp_path, tiny, capsys):
     (run_dir / store.RESULTS_FILE).unlink()
     assert main(["inspect", str(run_dir)]) == 2
     assert "lifelong resume" in capsys.readouterr().err
+
+
+def test_importance_growth_keeps_its_axes_with_many_layers():
+    """One legend entry per layer: a network with dozens (gs-conv's per-task modules, a ResNet) gets a taller
+    figure instead of axes squeezed to nothing."""
+    import warnings
+
+    from lifelong import figures
+
+    layers = [f"backbone.tasks.{t}.calibrations.{b}.excite" for t in range(5) for b in range(8)]
+    means = [[1.0 + k, 2.0 + k] for k in range(len(layers))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when constrained layout collapses the axes
+        png, _ = figures.render(figures.importance_growth, layers, means, [[0.1, 0.2]] * len(layers), [1, 2])
+    few, _ = figures.render(figures.importance_growth, layers[:3], means[:3], [[0.1, 0.2]] * 3, [1, 2])
+    heights = [Image.open(io.BytesIO(image)).size[1] for image in (png, few)]
+    assert heights[0] > heights[1] + 450  # 40 entries in two columns: 20 rows of legend below the plots
