@@ -203,8 +203,8 @@ class Config(Strict):
         for key in [k for k in raw if k not in cls.model_fields]:
             if key not in sections:
                 valid = sorted(set(cls.model_fields) - {"params"} | set(sections))
-                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
-                guess = f"did you mean '{close[0]}'? " if close else ""
+                close = _closest(str(key), valid)
+                guess = f"did you mean '{close}'? " if close else ""
                 raise UserError(f"unknown config key '{key}'; {guess}valid top-level keys: {', '.join(valid)}")
             params[key] = raw.pop(key) or {}
         for name, section in params.items():
@@ -364,14 +364,19 @@ def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
         return "check the spelling"
     section = prefix + "".join(f"{part}." for part in loc[:-1])
     keys = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    close = _closest(str(loc[-1]), keys)
     if close:
-        return f"did you mean '{section}{close[0]}'?"
+        return f"did you mean '{section}{close}'?"
     if not keys:
         return f"'{section.rstrip('.')}' takes no settings"
     if len(keys) <= 12:
         return f"'{section.rstrip('.')}' has {', '.join(keys)}"
     return "check the spelling"
+
+
+def _closest(key: str, keys: list[str]) -> str | None:
+    """The real key a misspelt ``key`` most likely means, if any is close."""
+    return next(iter(difflib.get_close_matches(key, keys, n=1, cutoff=0.6)), None)
 
 
 def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:

@@ -20,6 +20,7 @@ from lifelong.errors import UserError
 from lifelong.methods import base
 from lifelong.methods.ewc import FisherMode, fisher_diagonal
 from lifelong.methods.importance import QuadraticPenalty, flatten, importance_tensors, parameter_names, unflatten
+from lifelong.models.heads import Network
 
 FISHER_FLOOR = 1e-8
 
@@ -48,14 +49,9 @@ class Params(base.Params):
         return alpha
 
 
-def merged_names(model: torch.nn.Module) -> list[str]:
-    """Trainable parameters that IMM merges: all but each task's own, task-incremental heads ``heads.<k>.*`` and a
-    task-conditioned backbone's modules ``backbone.tasks.<k>.*`` (gs-conv)."""
-    def own(name: str) -> bool:
-        parts = name.split(".")
-        return (parts[0] == "heads" and parts[1].isdigit()) or parts[:2] == ["backbone", "tasks"]
-
-    return [n for n in parameter_names(model) if not own(n)]
+def merged_names(model: Network) -> list[str]:
+    """Trainable parameters that IMM merges: all but each task's own (its head, gs-conv's per-task modules)."""
+    return [n for n in parameter_names(model) if not model.per_task(n)]
 
 
 class MeanIMM(base.Method):

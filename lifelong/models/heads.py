@@ -89,8 +89,17 @@ class Network(nn.Module):
 
     @property
     def task_conditioned(self) -> bool:
-        """Whether the backbone has modules of each task's own (gs-conv's BatchNorms and calibrations)."""
+        """Whether the backbone has modules of each task's own (gs-conv's BatchNorms and calibrations): it is called
+        as ``backbone(x, task_id)``, creates them in ``task_modules(task_id)`` and holds them under ``tasks``."""
         return getattr(self.backbone, "task_conditioned", False)
+
+    def per_task(self, name: str) -> bool:
+        """Whether parameter ``name`` belongs to one task only: a task-incremental head, a task-conditioned
+        backbone's modules."""
+        parts = name.split(".")
+        if parts[0] == "heads":
+            return parts[1].isdigit()
+        return self.task_conditioned and parts[:2] == ["backbone", "tasks"]
 
     def features(self, x: torch.Tensor, task_ids: int | torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's features; a task-conditioned backbone runs each task's rows through that task's modules."""
@@ -103,8 +112,7 @@ class Network(nn.Module):
         if isinstance(task_ids, int) or task_ids.dim() == 0:
             return self.backbone(x, int(task_ids))
         out = None
-        for t in task_ids.unique().tolist():
-            rows = (task_ids == t).nonzero().squeeze(1)
+        for t, rows in _rows_by_task(task_ids).items():
             part = self.backbone(x[rows], t)
             out = part.new_empty(x.shape[0], *part.shape[1:]) if out is None else out
             out[rows] = part
@@ -124,11 +132,10 @@ class Network(nn.Module):
             return self.heads["shared"](features)[:, :active]
         if isinstance(task_ids, int):
             return self.head(task_ids)(features)
-        ids = task_ids.unique().tolist()
-        width = max(self.class_counts[t] for t in ids)
+        by_task = _rows_by_task(task_ids)
+        width = max(self.class_counts[t] for t in by_task)
         out = features.new_full((features.shape[0], width), float("-inf"))
-        for t in ids:
-            rows = (task_ids == t).nonzero().squeeze(1)
+        for t, rows in by_task.items():
             out[rows, : self.class_counts[t]] = self.head(t)(features[rows])
         return out
 
@@ -138,3 +145,8 @@ class Network(nn.Module):
             if key.startswith("heads.") and key.split(".")[1].isdigit():
                 self.head(int(key.split(".")[1]))
         return super().load_state_dict(state, strict=strict, assign=assign)
+
+
+def _rows_by_task(task_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The row indices of each task id in a mixed batch."""
+    return {t: (task_ids == t).nonzero().squeeze(1) for t in task_ids.unique().tolist()}
