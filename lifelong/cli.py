@@ -138,13 +138,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="run directories, compare folders, or folders holding run directories (e.g. runs)")
     report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
 
-    inspect = sub.add_parser(
+    inspect_cmd = sub.add_parser(
         "inspect", help="what a run's model protects and has left: importance, ownership, masks, memory, probe",
         description="Tables and figures of a finished run's diagnostics (saved after each task, no retraining): "
                     "importance per layer, gs-mask filter ownership, MARK mask and SLNI activation sparsity, the "
                     "replay memory's classes, the linear probe (docs/inspect.md).")
-    inspect.add_argument("run_dir", metavar="RUN_DIR")
-    inspect.add_argument("--out", metavar="DIR", help="folder for the figures (PNG, SVG); default RUN_DIR/inspect")
+    inspect_cmd.add_argument("run_dir", metavar="RUN_DIR")
+    inspect_cmd.add_argument("--out", metavar="DIR", help="folder for the figures (PNG, SVG); default RUN_DIR/inspect")
 
     listing = sub.add_parser("list", help="list methods, benchmarks, models, datasets, scenarios and loggers, or "
                                           "the settings of one method, config section or model",
