@@ -352,3 +352,34 @@ def test_gs_conv_equals_its_textbook_form_in_value_and_gradient(layout):
     assert len(results[0]) == len(results[1]) > 2
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_equilibrium_norms_predict_where_sgd_settles_a_scale_blind_layer():
+    """benchmarks/gs_mask_equilibrium.py's balance, on a simulated layer: each filter's loss gradient is noise
+    orthogonal to it and scaled by 1/‖W_f‖ (as under BatchNorm); plain SGD with R's subgradient settles where
+    the script's formula says, from E‖g_f‖² measured at the settled state."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gs_mask_equilibrium.py"
+    spec = importlib.util.spec_from_file_location("gs_mask_equilibrium", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    gen = torch.Generator().manual_seed(0)
+    lr, c, beta, tau, noise = 0.01, 0.5, 0.45, 5e-4, torch.tensor([0.5, 1.0, 2.0, 4.0])
+    w = torch.randn(4, 64, generator=gen, dtype=torch.float64) / 8  # near where they settle (≈ 0.6-2.4)
+    norms, squares = [], []
+    for step in range(6_000):
+        n = w.norm(dim=1, keepdim=True)
+        g = torch.randn(4, 64, generator=gen, dtype=torch.float64) * noise[:, None].double()
+        g = (g - (g * w).sum(1, keepdim=True) * w / n**2) / n  # orthogonal to W_f, ∝ 1/‖W_f‖
+        penalty = group_sparse_penalty([w.requires_grad_()], [beta], c, tau)
+        (grad,) = torch.autograd.grad(penalty, w)
+        w = (w.detach() - lr * (g + grad)).detach()
+        if step >= 2_000:
+            norms.append(n.squeeze(1))
+            squares.append(g.square().sum(1))
+    actual, mean_square = torch.stack(norms).mean(0), torch.stack(squares).mean(0)
+    predicted = script.predicted_norms(mean_square, lr, c, beta, float(w.norm()))
+    assert torch.allclose(predicted, actual, rtol=0.05), (predicted, actual)
+    assert actual[0] < actual[-1] / 2  # the noisier a filter's gradient, the longer it settles
