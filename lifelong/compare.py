@@ -58,9 +58,28 @@ class Experiment(BaseModel):
     @classmethod
     def _unique_names(cls, variants: list[Variant]) -> list[Variant]:
         names = [v.name for v in variants]
-        if not names or len(set(names)) != len(names):
+        if not names:
+            raise ValueError("give at least one variant (--methods naive,ewc, or a name and its settings under "
+                             "`variants`)")
+        if len(set(names)) != len(names):
             raise ValueError(f"variants need distinct names, got {names}")
         return variants
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return check_seeds(seeds)
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """At least one seed, none twice: a repeated seed is one run counted twice in the mean and std."""
+    if not seeds:
+        raise ValueError("give at least one seed, e.g. [0, 1]")
+    repeated = next((seed for i, seed in enumerate(seeds) if seed in seeds[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"seed {repeated} is given twice in {seeds}, which would count one run twice; give each "
+                         "seed once")
+    return seeds
 
 
 def experiment_from_dict(raw: dict[str, Any]) -> Experiment:
@@ -69,7 +88,7 @@ def experiment_from_dict(raw: dict[str, Any]) -> Experiment:
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"invalid experiment key '{key}': {first['msg']}") from None
+        raise UserError(f"invalid experiment key '{key}': {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

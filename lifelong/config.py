@@ -144,7 +144,7 @@ class TrainConfig(Strict):
                                   "state (Adam's moments, SGD's momentum) over to the next task for the parameters "
                                   "that stay, as van de Ven et al. 2019's code does")
     online: bool = Field(False, description="a stream: each training sample is seen once, in batches of "
-                         "batch_size, in stream order (epochs and iterations do not apply)")
+                         "batch_size, in stream order (epochs do not apply; iterations are refused)")
     boundaries: Literal["given", "hidden"] = Field("given", description="whether the method is told where one "
                                                    "task ends and the next begins (hidden: only with online)")
     threads: Int | None = Field(None, gt=0, le=1024, description="torch CPU threads of this run (none = torch's "
@@ -221,6 +221,11 @@ class Config(Strict):
         chosen = method_class(self.method, self.params)
         if getattr(chosen, "default_model", None) and "name" not in self.model.model_fields_set:
             self.model.name = chosen.default_model
+        own = getattr(chosen, "own_network", None)
+        # (every saved config.yaml holds model.name, the default mlp for such a method: that reads as none named)
+        if own and (self.model.name not in (own, ModelConfig.model_fields["name"].default) or self.model.options):
+            raise UserError(f"method {self.method} builds its own network ({own}) from its {chosen.config_section()}.* "
+                            "settings; drop --model and the model section")
         used = {chosen.config_section(), *chosen.extra_sections}
         if chosen.variant_of:
             used |= {METHODS[chosen.variant_of[0]].config_section(), chosen.variant_of[1]}
@@ -248,11 +253,7 @@ class Config(Strict):
         Keys added after the first release are hashed only when set away from their default (which reproduces
         the behaviour from before they existed), so run directories made by earlier versions stay valid.
         """
-        d = self.to_dict()
-        d.pop("out")
-        d.pop("logger")
-        d.pop("mlflow", None)
-        d["train"].pop("threads")
+        d = affecting_results(self.to_dict())
         for section, key, default in KEYS_ADDED_LATER:
             if d[section].get(key) == default:
                 del d[section][key]
@@ -310,8 +311,19 @@ def _plain(value: Any) -> Any:
         return value
 
 
+def affecting_results(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the keys that cannot change results (output folder, loggers, thread count)."""
+    d = {k: v for k, v in d.items() if k not in ("out", "logger", "mlflow")}
+    if isinstance(d.get("train"), dict):
+        d["train"] = {k: v for k, v in d["train"].items() if k != "threads"}
+    return d
+
+
 def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    """The keys whose values differ between two config dicts, as ``key: A → B`` (at most three)."""
+    """The keys that can change results whose values differ between two config dicts, as ``key: A → B`` (at most
+    three)."""
+    if not prefix:
+        a, b = affecting_results(a), affecting_results(b)
     changes = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)

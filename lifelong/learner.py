@@ -206,10 +206,13 @@ class Learner:
         return method_class(factory, method_class.make_params(cfg), cfg.train)
 
     def check_stream(self) -> None:
-        """Refuse hidden boundaries outside a stream, or with a method that needs them."""
+        """Refuse hidden boundaries outside a stream or with a method that needs them, and iterations in a stream."""
         train = self.cfg.train
         if train.boundaries == "hidden" and not train.online:
             raise UserError("train.boundaries hidden applies to a stream only; set train.online true")
+        if train.online and train.iterations is not None:
+            raise UserError("train.iterations does not apply to a stream (train.online: each sample is seen once); "
+                            "remove one of them")
         if train.boundaries == "hidden" and not self.method.task_free:
             free = ", ".join(n if m.task_free is True else f"{n} in its task-free setting"
                              for n, m in methods.METHODS.items() if m.task_free is True or isinstance(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -134,7 +135,28 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
     missing = [key for key in RESULT_KEYS if key not in results]
     if missing:
         raise UserError(f"'{path}' lacks {', '.join(missing)}; delete it and run `lifelong resume {run_dir}`")
+    if problem := _figures_problem(results):
+        raise UserError(f"'{path}' is damaged ({problem}); delete it and run `lifelong resume {run_dir}`")
     return results
+
+
+def _figures_problem(results: dict[str, Any]) -> str | None:
+    """What is wrong with a results file's figures (None: nothing): one accuracy row per task, one number per task
+    in each row, the summary figures numbers."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    tasks, matrix = results["tasks"], results["acc_matrix"]
+    if not isinstance(tasks, list) or not tasks:
+        return "tasks is not a list of tasks"
+    if not isinstance(matrix, list) or len(matrix) != len(tasks):
+        return f"acc_matrix needs one row per task ({len(tasks)})"
+    if any(not isinstance(row, list) or len(row) != len(tasks) or not all(map(number, row)) for row in matrix):
+        return f"each acc_matrix row needs {len(tasks)} accuracies"
+    bad = [k for k in ("acc", "bwt", "max_forgetting", "train_seconds") if not number(results[k])]
+    bad += [] if results["fwt"] is None or number(results["fwt"]) else ["fwt"]
+    bad += [] if isinstance(results["forgetting"], list) and all(map(number, results["forgetting"])) else ["forgetting"]
+    return f"{', '.join(bad)} not a number" if bad else None
 
 
 def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
@@ -151,9 +173,13 @@ def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
     if recorded != cfg.fingerprint():
         if isinstance(results.get("config"), dict) and (reason := data_changed(run_dir, cfg, results["config"])):
             raise UserError(reason)
-        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} "
-                        f"({difference(results['config'], cfg.to_dict()) or 'settings differ'}); restore the "
-                        f"config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
+        if not (differs := difference(results["config"], cfg.to_dict()) if isinstance(results.get("config"), dict)
+                else ""):
+            raise UserError(f"the results in '{run_dir}' were made by an earlier version of lifelong, whose results "
+                            "for this config differ (a method's revision was raised: docs/runs.md); train it again "
+                            f"with `lifelong run --config {run_dir / CONFIG_FILE}`, which makes a new directory")
+        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} ({differs}); "
+                        f"restore the config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
     return results
 
 

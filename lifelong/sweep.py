@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lifelong import compare, metrics, store
 from lifelong.config import build_config, merge, read_yaml
@@ -37,11 +37,16 @@ class Sweep(BaseModel):
     search: str = Field("grid", pattern="^(grid|random)$")
     trials: int | None = Field(None, gt=0, le=10_000, description="random search: how many trials")
     sample_seed: int = Field(0, ge=0, description="random search: the seed of the draws")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0])
     params: dict[str, Any] = Field(min_length=1, description="dotted config key → values or a distribution")
     scheduler: str = Field("none", pattern="^(none|asha)$", description="asha: stop poor runs early (Ray Tune)")
     grace_tasks: int | None = Field(None, ge=1, description="asha: tasks every run trains before it can be stopped")
     reduction_factor: int | None = Field(None, ge=2, description="asha: 1 in this many runs goes on at each rung")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return compare.check_seeds(seeds)
 
     def asha_options(self) -> dict[str, int]:
         return {"grace_period": self.grace_tasks or 1, "reduction_factor": self.reduction_factor or 2}
@@ -64,7 +69,7 @@ def sweep_from_dict(raw: dict[str, Any]) -> Sweep:
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"invalid sweep key '{key}': {first['msg']}") from None
+        raise UserError(f"invalid sweep key '{key}': {first['msg'].removeprefix('Value error, ')}") from None
     for key, spec in sweep.params.items():
         _check_spec(key, spec, sweep.search)
     if sweep.scheduler == "none" and (sweep.grace_tasks or sweep.reduction_factor):

@@ -59,6 +59,25 @@ def test_bad_experiments_are_user_errors(tiny):
         compare.plan(experiment(tiny, order_sweep={"task": [1, 2]}))
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"seeds": [0, 0]}, r"'seeds': seed 0 is given twice in \[0, 0\], which would count one run twice; give each"),
+    ({"seeds": []}, "'seeds': give at least one seed"),
+    ({"variants": []}, "'variants': give at least one variant"),
+])
+def test_seeds_and_variants_must_be_given_and_distinct(tiny, extra, message):
+    with pytest.raises(UserError, match=message):
+        experiment(tiny, **extra)
+
+
+def test_cli_refuses_a_seed_given_twice(tmp_path, capsys):
+    (tmp_path / "exp.yml").write_text("variants: [{name: a, set: {method: naive}}]\nseeds: [1, 2, 1]\n")
+    for args in (["--methods", "naive", "--seeds", "0,0"], ["--config", str(tmp_path / "exp.yml")]):
+        assert main(["compare", *args, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is given twice" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.glob("compare-*"))
+
+
 def test_cli_compare_writes_tables(tmp_path, capsys):
     code = main(["compare", "--methods", "naive,single-task", "--seeds", "0", "--out", str(tmp_path),
                  "--set", "data.max_tasks=2", "--set", "data.train_fraction=0.2", "--set", "train.epochs=1",

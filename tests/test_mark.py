@@ -364,3 +364,13 @@ def test_paper_configs_run_end_to_end_on_generated_data(tmp_path, monkeypatch, o
 def test_mark_refuses_scenarios_without_a_task_id(tiny, scenario):
     with pytest.raises(UserError, match="task-incremental"):
         lifelong.run(tiny(method="mark", data={"scenario": scenario}))
+
+
+def test_another_model_is_refused_as_mark_builds_its_own(tmp_path):
+    """Before, ``--method mark --model alexnet`` ran MARK's KB and recorded alexnet in config.yaml (under its own
+    hash); the default name (mlp), which every saved config.yaml holds, reads as none named."""
+    for model in ({"name": "alexnet"}, {"hidden": [10]}):
+        with pytest.raises(UserError, match=r"method mark builds its own network \(mark-kb\) from its mark\.\*"):
+            build_config(config(tmp_path, model=model))
+    assert build_config(config(tmp_path, model={"name": "mark-kb"})).model.name == "mark-kb"
+    assert build_config(config(tmp_path, model={"name": "mlp"})).model.name == "mlp"

@@ -89,6 +89,11 @@ def test_bad_option_value_is_user_error() -> None:
         build_backbone("mlp", (1, 28, 28), dropout=1.5)
     with pytest.raises(UserError, match="dropout"):
         build_backbone("alexnet", (3, 32, 32), dropout=(0.2,))
+    for hidden in ([], 100, "400"):  # no hidden layer left the network without parameters (StopIteration)
+        with pytest.raises(UserError, match=r"hidden must be a list of one or more positive widths"):
+            build_backbone("mlp", (1, 28, 28), hidden=hidden)
+    with pytest.raises(UserError, match=r"dropout must be in \[0, 1\), got -1"):
+        build_backbone("mlp", (1, 28, 28), dropout=-1)
 
 
 def test_registry_entries_are_described() -> None:

@@ -326,6 +326,60 @@ def test_paths_formats_and_settings_refused(tmp_path):
             "task_column makes the tasks", tmp_path)
 
 
+def test_a_column_in_two_roles_is_refused(tmp_path, fmnist):
+    path = str(write_csv(tmp_path / "t.csv", table_rows(fmnist)))
+    features = [f"f{i}" for i in range(49)]
+    message = refused({"source": {"path": path, "task_column": "label", "features": features}},
+                      "data.source.task_column names the label column 'label' of .*t.csv", tmp_path)
+    assert "each task one class" in message
+    refused({"source": {"path": path, "split_column": "month", "task_column": "month", "features": features}},
+            "split_column and task_column both name column 'month'", tmp_path)
+    refused({"source": {"path": path, "split_column": "split", "features": ["f0", "label"]}},
+            "data.source.features names the label column 'label'", tmp_path)
+
+
+def test_a_source_of_one_class_is_refused_but_a_task_of_one_class_is_not(tmp_path, fmnist):
+    ((x, y), (xt, yt)), names = fmnist
+    np.savez(tmp_path / "one.npz", x_train=x[y == 1], y_train=y[y == 1], x_test=xt[yt == 1], y_test=yt[yt == 1])
+    refused({"source": str(tmp_path / "one.npz")}, "one.npz holds a single class \\('1'\\); a classifier needs at "
+            "least two classes: add samples of another class$", tmp_path)
+    write_images(tmp_path / "pullovers", x[y == 2], y[y == 2], names)
+    refused({"source": str(tmp_path / "pullovers")}, "pullovers holds a single class \\('Pullover'\\)", tmp_path)
+    rows = [r for r in table_rows(fmnist) if r[1] == "Dress"]
+    path = str(write_csv(tmp_path / "dress.csv", rows))
+    refused({"source": {"path": path, "split_column": "split"}}, "dress.csv holds a single class \\('Dress'\\); .*"
+            "or check data.source.label_column \\('label'\\)", tmp_path)
+    np.savez(tmp_path / "two.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    benchmark = build_benchmark(DataConfig(source=str(tmp_path / "two.npz"), tasks=[[3]], validation=0.0), 0)
+    assert [t.classes for t in benchmark.tasks] == [[3]]  # data.tasks may pick one class (docs/own-data.md)
+
+
+def test_unreadable_files_are_named_in_whole_words(tmp_path, fmnist):
+    import pyarrow.parquet as pq
+
+    empty = np.zeros((0, 28, 28), np.uint8)
+    np.savez(tmp_path / "empty.npz", x_train=empty, y_train=[], x_test=empty, y_test=[])
+    refused({"source": str(tmp_path / "empty.npz")}, "empty.npz has no rows \\(x_train and x_test are empty\\)",
+            tmp_path)
+    ((x, y), _), names = fmnist
+    np.savez(tmp_path / "notest.npz", x_train=x, y_train=y, x_test=empty, y_test=[])
+    refused({"source": str(tmp_path / "notest.npz")}, "x_test of .*notest.npz has no rows", tmp_path)
+    (tmp_path / "hello.npz").write_text("hello\n")
+    message = refused({"source": str(tmp_path / "hello.npz")}, "hello.npz is not a readable .npz file \\(not a zip "
+                      "archive of arrays\\); save x_train", tmp_path)
+    assert "pickle" not in message
+    (tmp_path / "text.parquet").write_text("a,b\n")
+    message = refused({"source": str(tmp_path / "text.parquet")}, "text.parquet is not a readable Parquet file "
+                      "\\(Parquet file size is 4 bytes", tmp_path)
+    with pytest.raises(Exception) as arrow:
+        pq.read_table(tmp_path / "text.parquet")
+    assert message.endswith(f" ({str(arrow.value).splitlines()[0].split(': ', 1)[1]}); write it again")
+    write_images(tmp_path / "half" / "train", x, y, names)
+    refused({"source": str(tmp_path / "half")}, "half/train holds class folders, but there is no test/ beside it: "
+            "without both train/ and test/, the folders under .*half are taken as classes; add .*half/test/CLASS/"
+            "\\*.png, or put the class folders directly under .*half", tmp_path)
+
+
 def test_cli_bad_source_exits_2_with_one_line(tmp_path, capsys):
     code = main(["run", "--out", str(tmp_path), "--set", f"data.source.path={tmp_path / 'missing.csv'}"])
     err = capsys.readouterr().err.strip()

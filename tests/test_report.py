@@ -197,6 +197,15 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     assert main(["report", str(old)]) == 2
     err = capsys.readouterr().err
     assert "results.json' lacks acc_matrix" in err and len(err.strip().splitlines()) == 1
+    # valid JSON with the wrong figures: before, tracebacks in report (and in run, which prints them)
+    for name, (key, value) in enumerate([("acc_matrix", [[0.5]]), ("acc_matrix", [[0.5, "x"], [None, 1]]),
+                                         ("acc", "x"), ("forgetting", None)]):
+        edited = tmp_path / f"edited{name}"
+        shutil.copytree(next((root / "runs").glob("*ewc*")), edited)
+        store.write_json(edited / "results.json", {**results, key: value})
+        assert main(["report", str(edited), "--out", str(tmp_path / "e.html")]) == 2
+        err = capsys.readouterr().err
+        assert "results.json' is damaged (" in err and "lifelong resume" in err and len(err.strip().splitlines()) == 1
     damaged = tmp_path / "compare-x"
     damaged.mkdir()
     (damaged / "runs.json").write_text("{")

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -78,6 +80,16 @@ def test_domain_incremental_needs_equal_class_counts():
     tasks = scenarios.split_classes(toy_dataset(), [[0, 1, 2], [3]])
     with pytest.raises(UserError, match="same number of classes"):
         scenarios.finalize(tasks, "domain", seed=0)
+
+
+def test_a_task_without_training_rows_is_a_user_error():
+    """Before, the loop divided by a zero epoch length (ZeroDivisionError) after writing the run directory."""
+    tasks = scenarios.split_classes(toy_dataset(n_per_class=2), [[0, 1], [2, 3]])
+    with pytest.raises(UserError, match="task 1 has no training rows left of its 4 after data.validation=0.99"):
+        scenarios.finalize(tasks, "task", seed=0, validation=0.99)
+    empty = [replace(tasks[0], train=tasks[0].train.subset(torch.arange(0))), tasks[1]]
+    with pytest.raises(UserError, match="task 1 has no training rows; give it some"):
+        scenarios.finalize(empty, "task", seed=0)
 
 
 def test_embedded_subset_is_real_fashion_mnist():

@@ -9,7 +9,7 @@ import yaml
 
 import lifelong
 from lifelong import store
-from lifelong.config import build_config
+from lifelong.config import build_config, difference
 from lifelong.errors import UserError
 from lifelong.methods.naive import Naive
 
@@ -41,6 +41,35 @@ def test_an_edited_config_of_a_finished_run_is_an_error_naming_the_difference(ti
         lifelong.resume(run_dir)
     with pytest.raises(UserError, match=r"was edited.*train.lr"):
         lifelong.run(tiny())
+
+
+def test_a_run_resumed_through_a_relative_path_names_only_what_changes_results(tiny, monkeypatch):
+    """Resuming by a relative path reads ``out`` relative: the difference named (and own data's changed-files
+    check, which needs an otherwise equal config) used to count that as an edit."""
+    run_dir, _ = lifelong.run(tiny())
+    monkeypatch.chdir(run_dir.parent.parent)
+    edit_config(run_dir, lr=0.5)
+    with pytest.raises(UserError, match=r"another config than config.yaml \(train.lr: 0.001 → 0.5\); restore"):
+        lifelong.resume(Path(run_dir.parent.name) / run_dir.name)
+    assert difference({"out": "a", "logger": "none", "train": {"threads": 1, "lr": 1}},
+                      {"out": "b", "logger": "tensorboard", "train": {"threads": 2, "lr": 1}}) == ""
+
+
+def test_report_and_inspect_refuse_results_their_config_did_not_make(tiny, capsys):
+    """Before, both read results.json alone: an edited config.yaml, or results of an earlier revision of the
+    method, were reported as this config's."""
+    from lifelong.cli import main
+
+    run_dir, results = lifelong.run(tiny())
+    edit_config(run_dir, lr=0.5)
+    for command in (["report", str(run_dir), "--out", str(run_dir / "r.html")], ["inspect", str(run_dir)]):
+        assert main(command) == 2
+        assert "(train.lr: 0.001 → 0.5)" in capsys.readouterr().err
+    edit_config(run_dir, lr=0.001)
+    store.write_json(run_dir / "results.json", {**results, "fingerprint": "0" * 64})  # as after a revision bump
+    assert main(["inspect", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "made by an earlier version of lifelong" in err and "lifelong run --config" in err
 
 
 def test_results_of_an_earlier_version_without_a_fingerprint_are_checked_by_their_config(tiny):
@@ -155,7 +184,7 @@ def test_resume_refuses_a_service_directory(tmp_path):
     """A directory lifelong serve made from a config holds a config.yaml but no run to continue."""
     import lifelong
     from lifelong import store
-    from lifelong.config import build_config
+    from lifelong.config import build_config, difference
     from lifelong.errors import UserError
 
     cfg = build_config({"out": str(tmp_path)})

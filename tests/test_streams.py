@@ -79,6 +79,8 @@ def test_methods_that_need_boundaries_say_so(tiny):
         lifelong.run(stream_config(tiny, "ewc", boundaries="hidden"))
     with pytest.raises(UserError, match="set train.online true"):
         lifelong.run(tiny(train={"boundaries": "hidden"}))
+    with pytest.raises(UserError, match="train.iterations does not apply to a stream"):  # was silently ignored
+        lifelong.run(tiny(train={"online": True, "iterations": 5}))
 
 
 def test_a_stream_resumes_to_the_same_results(tiny, crash_and_resume):

@@ -35,6 +35,8 @@ def test_grid_is_the_product_and_random_draws_are_reproducible(tiny):
     ({"params": {"train.lr": {"normal": [0, 1]}}}, "must be a list of values or one of"),
     ({"params": {"train.lr": []}}, "lists no values"),
     ({"search": "bayes"}, "invalid sweep key 'search'"),
+    ({"seeds": [1, 1]}, "invalid sweep key 'seeds': seed 1 is given twice"),
+    ({"seeds": []}, "invalid sweep key 'seeds': give at least one seed"),
 ])
 def test_bad_sweep_files_are_user_errors(tiny, extra, message):
     with pytest.raises(UserError, match=message):

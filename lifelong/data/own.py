@@ -18,7 +18,7 @@ import torch
 from lifelong.data import tables
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.labels import class_ids, holdout
-from lifelong.data.readers import read_image_folder
+from lifelong.data.readers import first_line, read_image_folder
 from lifelong.data.sources import Dataset
 from lifelong.errors import UserError
 
@@ -68,7 +68,19 @@ def source_dataset(source: SourceConfig) -> Dataset:
 def read_source(source: SourceConfig) -> DatasetSplits:
     """Read a user's source through its `Dataset` entry, as a named dataset is read."""
     dataset = source_dataset(source)
-    return dataset.reader(Path(dataset.folder), dataset)
+    splits = dataset.reader(Path(dataset.folder), dataset)
+    _two_classes(splits, source)
+    return splits
+
+
+def _two_classes(splits: DatasetSplits, source: SourceConfig) -> None:
+    """Refuse a source whose samples are all of one class: a classifier has nothing to tell apart."""
+    present = torch.cat([splits.train.labels, splits.test.labels]).unique().tolist()
+    if len(present) == 1:
+        column = (f", or check data.source.label_column ({source.label_column!r})"
+                  if source_format(Path(source.path)) in ("csv", "parquet") else "")
+        raise UserError(f"{source.path} holds a single class ({splits.class_names[present[0]]!r}); a classifier "
+                        f"needs at least two classes: add samples of another class{column}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,6 +123,7 @@ def _read_images(root: Path, dataset: Dataset, source: SourceConfig) -> DatasetS
     def read(folder: Path) -> tuple[ImageArrays, list[str]]:
         return read_image_folder(folder, source.size, source.grey, source.skip_unreadable)
 
+    _check_split_folders(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
         (train, names), (test, test_names) = read(root / "train"), read(root / "test")
         unknown = sorted(set(test_names) - set(names))
@@ -125,12 +138,23 @@ def _read_images(root: Path, dataset: Dataset, source: SourceConfig) -> DatasetS
                          names)
 
 
+def _check_split_folders(root: Path) -> None:
+    """Refuse ROOT/train/CLASS without ROOT/test (or the reverse): the root's folders would be taken as classes."""
+    for name, other in (("train", "test"), ("test", "train")):
+        folder = root / name
+        if not folder.is_dir() or (root / other).is_dir():
+            continue
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+        if any(entry.is_dir() for entry in entries) and not any(entry.is_file() for entry in entries):
+            raise UserError(f"{folder} holds class folders, but there is no {other}/ beside it: without both train/ "
+                            f"and test/, the folders under {root} are taken as classes; add "
+                            f"{root / other}/CLASS/*.png, or put the class folders directly under {root} (a test "
+                            "split is then held out)")
+
+
 def _read_npz(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSplits:
     """x_train, y_train, x_test, y_test (and optional class_names) from one .npz, without pickle."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path} is not a readable .npz file ({str(err)[:80]}); save it with numpy.savez") from None
+    archive = _load_npz(path)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise UserError(f"{path} holds one array, not an .npz archive; save x_train, y_train, x_test, y_test with "
                         "numpy.savez")
@@ -140,6 +164,7 @@ def _read_npz(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpli
             raise UserError(f"{path} lacks {', '.join(missing)}; save x_train, y_train, x_test, y_test with "
                             "numpy.savez")
         arrays = {key: _npz_array(archive, key, path) for key in (*_NPZ_KEYS, "class_names") if key in archive.files}
+    _has_rows(arrays, path)
     x_train, x_test = _rows(arrays["x_train"], "x_train", path), _rows(arrays["x_test"], "x_test", path)
     if x_train.dtype != x_test.dtype or x_train.shape[1:] != x_test.shape[1:]:
         raise UserError(f"x_train and x_test of {path} differ ({x_train.dtype} {tuple(x_train.shape[1:])} vs "
@@ -159,6 +184,30 @@ def _read_npz(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpli
     return DatasetSplits(dataset.name, ImageArrays(x_train, ids[0]), ImageArrays(x_test, ids[1]), names)
 
 
+def _load_npz(path: Path) -> Any:
+    """np.load without pickle; a file that is neither a zip archive nor an .npy array is refused before numpy, whose
+    message for it speaks of pickled data."""
+    with path.open("rb") as stream:
+        npy = stream.read(6) == b"\x93NUMPY"
+    if not npy and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable .npz file (not a zip archive of arrays); save x_train, y_train, "
+                        "x_test, y_test with numpy.savez")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is not a readable .npz file ({first_line(err)}); save it with numpy.savez") from None
+
+
+def _has_rows(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse an .npz with no rows at all, or none in x_train or x_test."""
+    empty = [key for key in ("x_train", "x_test") if arrays[key].ndim > 0 and len(arrays[key]) == 0]
+    if len(empty) == 2:
+        raise UserError(f"{path} has no rows (x_train and x_test are empty); save one row per sample with "
+                        "numpy.savez")
+    if empty:
+        raise UserError(f"{empty[0]} of {path} has no rows; save at least one row per class in x_train and in x_test")
+
+
 def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
     try:
         return archive[key]
@@ -166,7 +215,7 @@ def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
         raise UserError(f"{key} of {path} is an object array (ragged: rows or images of different sizes?); save "
                         "one regular array, every image resized to one size") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UserError(f"{key} of {path} cannot be read ({str(err)[:80]}); save the file again") from None
+        raise UserError(f"{key} of {path} cannot be read ({first_line(err)}); save the file again") from None
 
 
 def _rows(x: np.ndarray, key: str, path: Path) -> torch.Tensor:

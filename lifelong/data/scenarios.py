@@ -229,9 +229,20 @@ def finalize(
             train = train.subset((~held).nonzero().squeeze(1))
         if train_fraction < 1.0:
             train = train.subset(_stratified_pick(train.labels, train_fraction, g).nonzero().squeeze(1))
+        _check_training_rows(i, task.train.labels.numel(), train.labels.numel(), validation, train_fraction)
         test = task.test
         if test_fraction < 1.0:
             test = test.subset(_stratified_pick(test.labels, test_fraction, g_test).nonzero().squeeze(1))
         out.append(replace(task, id=i, train=train, val=val, test=test, label_offset=offset if scenario == "class" else 0))
         offset += task.num_classes
     return out
+
+
+def _check_training_rows(index: int, before: int, left: int, validation: float, train_fraction: float) -> None:
+    """A task needs training rows: none to begin with, or none left after the validation split and the fraction."""
+    if before == 0:
+        raise UserError(f"task {index + 1} has no training rows; give it some (own data: a smaller "
+                        "data.source.test_split)")
+    if left == 0:
+        raise UserError(f"task {index + 1} has no training rows left of its {before} after data.validation={validation} "
+                        f"and data.train_fraction={train_fraction}; lower data.validation or raise data.train_fraction")

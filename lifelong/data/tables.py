@@ -4,6 +4,7 @@ label column, and optional task and split columns. Features become float32 rows 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import torch
 
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.labels import class_ids, holdout
+from lifelong.data.readers import first_line
 from lifelong.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class Column:
 
 def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSplits:
     """A CSV or Parquet table → DatasetSplits (with each row's task-column value when there is one)."""
+    _check_roles(source, path)
     columns = read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else read_csv(path)
     rows = len(next(iter(columns.values())).values)
     label = _labels(_column(columns, source.label_column, "label_column", path), source.label_column, path)
@@ -77,6 +80,21 @@ def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpl
                 raise UserError(f"task {source.task_column}={value} of {path} has no {split_name} rows; give it "
                                 "some, or leave it out of data.source.task_order")
     return DatasetSplits(dataset.name, train, test_arrays, class_names, group_names)
+
+
+def _check_roles(source: SourceConfig, path: Path) -> None:
+    """Refuse one column in two roles: the label column as the task or split column or a feature, or task = split."""
+    if source.task_column == source.label_column:
+        raise UserError(f"data.source.task_column names the label column {source.label_column!r} of {path}, which "
+                        "would make each task one class; name another column (a month, a site), or leave it out and "
+                        "group classes with data.tasks or data.classes_per_task")
+    if source.split_column is not None and source.split_column in (source.label_column, source.task_column):
+        role = "label_column" if source.split_column == source.label_column else "task_column"
+        raise UserError(f"data.source.split_column and {role} both name column {source.split_column!r} of {path}; "
+                        "the split column holds train or test, so name another column")
+    if source.label_column in (source.features or []):
+        raise UserError(f"data.source.features names the label column {source.label_column!r} of {path}, which "
+                        "would give the model its answer; remove it from the features")
 
 
 def _column(columns: dict[str, Column], name: str, option: str, path: Path) -> Column:
@@ -194,7 +212,8 @@ def read_parquet(path: Path) -> dict[str, Column]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
-        raise UserError(f"{path} is not a readable Parquet file ({str(err)[:80]}); write it again") from None
+        reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", first_line(err))
+        raise UserError(f"{path} is not a readable Parquet file ({reason}); write it again") from None
     if table.num_rows == 0:
         raise UserError(f"{path} has no rows; give one row per sample")
     columns = {}

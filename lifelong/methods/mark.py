@@ -74,6 +74,7 @@ class MARK(Method):
     scenarios = ("task",)  # one head and one mask set per task, chosen by the task id (docs/methods.md)
     description = "MetA Reusable Knowledge: a knowledge base masked per task, enriched by metalearning (Hurtado 2021)"
     Params = Params
+    own_network = "mark-kb"  # its KB, F^t, M^t and C^t come from the mark.* settings, not from model.*
 
     def __init__(self, build_network: Callable[..., Any], params: Params, train: Any):
         if params.backbone == "resnet18" and params.backbone_weights is None:

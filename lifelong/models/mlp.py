@@ -15,8 +15,11 @@ class MLP(nn.Module):
         self, in_shape: tuple[int, int, int], hidden: Sequence[int] = (400, 400), dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
-            raise ValueError(f"hidden widths must be positive integers, got {list(hidden)}")
+        if not isinstance(hidden, Sequence) or isinstance(hidden, str) or not hidden or any(
+                not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
+            raise ValueError(f"hidden must be a list of one or more positive widths, e.g. [400, 400], got {hidden!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         widths = [in_shape[0] * in_shape[1] * in_shape[2], *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
