@@ -6,7 +6,6 @@ validated by that method's own ``Params`` class; any other unknown key is an err
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
@@ -19,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from lifelong.data.benchmarks import BENCHMARKS, default_scenario, task_count
 from lifelong.data.own import source_sha256
-from lifelong.errors import UserError
+from lifelong.errors import UserError, closest
 from lifelong.loggers import LOGGERS
 from lifelong.loggers.mlflow import MlflowSettings
 from lifelong.methods import METHODS, method_class, param_sections
@@ -203,7 +202,7 @@ class Config(Strict):
         for key in [k for k in raw if k not in cls.model_fields]:
             if key not in sections:
                 valid = sorted(set(cls.model_fields) - {"params"} | set(sections))
-                close = _closest(str(key), valid)
+                close = closest(str(key), valid)
                 guess = f"did you mean '{close}'? " if close else ""
                 raise UserError(f"unknown config key '{key}'; {guess}valid top-level keys: {', '.join(valid)}")
             params[key] = raw.pop(key) or {}
@@ -370,25 +369,27 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
 def _key_hint(model: type[BaseModel] | None, loc: tuple, prefix: str) -> str:
     """For the unknown key at ``loc`` inside ``model``: the closest real key, else the section's keys when they
     are few, else a plain "check the spelling"."""
+    root = model
     for part in loc[:-1]:  # down to the section
         model = _section_model(model, str(part))
     if model is None:
         return "check the spelling"
     section = prefix + "".join(f"{part}." for part in loc[:-1])
     keys = list(model.model_fields)
-    close = _closest(str(loc[-1]), keys)
+    close = closest(str(loc[-1]), keys)
     if close:
         return f"did you mean '{section}{close}'?"
+    # the key of another section (data.eval_every for train.eval_every)
+    sections = root.model_fields if root is not None and len(loc) == 2 else {}
+    elsewhere = [f"{prefix}{name}.{loc[-1]}" for name in sections
+                 if (other := _section_model(root, name)) is not None and str(loc[-1]) in other.model_fields]
+    if elsewhere:
+        return f"did you mean '{elsewhere[0]}'?"
     if not keys:
         return f"'{section.rstrip('.')}' takes no settings"
     if len(keys) <= 12:
         return f"'{section.rstrip('.')}' has {', '.join(keys)}"
     return "check the spelling"
-
-
-def _closest(key: str, keys: list[str]) -> str | None:
-    """The real key a misspelt ``key`` most likely means, if any is close."""
-    return next(iter(difflib.get_close_matches(key, keys, n=1, cutoff=0.6)), None)
 
 
 def settings_of(name: str) -> tuple[str, dict[str, Any]] | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from lifelong.data import own, readers, scenarios, sources
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.scenarios import Benchmark, Task
-from lifelong.errors import UserError
+from lifelong.errors import UserError, unknown
 
 if TYPE_CHECKING:  # the config layer sits above data, models and methods
     from lifelong.config import DataConfig
@@ -190,7 +190,7 @@ def check_data(cfg: DataConfig) -> BenchmarkSpec:
     """Refuse a data config that cannot describe a benchmark (without loading any data); returns its spec."""
     spec = BENCHMARKS.get(cfg.benchmark)
     if spec is None:
-        raise UserError(f"unknown benchmark '{cfg.benchmark}'; choose one of: {', '.join(BENCHMARKS)}")
+        raise unknown("benchmark", cfg.benchmark, BENCHMARKS)
     _check_source(cfg)
     if cfg.num_tasks is not None and not spec.variable_tasks:
         raise UserError(f"data.num_tasks does not apply to {cfg.benchmark} (its tasks are fixed); use data.max_tasks "

@@ -18,7 +18,7 @@ from lifelong.data import readers
 from lifelong.data.arrays import DatasetSplits
 from lifelong.data.download import extract_tar, fetch
 from lifelong.data.readers import DIGITS, Checksum
-from lifelong.errors import UserError
+from lifelong.errors import UserError, unknown
 
 SYSTEM_ROOTS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
 
@@ -204,7 +204,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 def _dataset(name: str) -> Dataset:
     """The registry entry of dataset `name`; an unknown name is rejected with the list of known ones."""
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise unknown("dataset", name, DATASETS)
     return DATASETS[name]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, unknown
 from lifelong.methods.agem import AGEM
 from lifelong.methods.base import Method, Params
 from lifelong.methods.der import DER, DERPlusPlus
@@ -47,7 +47,7 @@ def method_class(name: str, sections: Iterable[str] = ()) -> type[Method]:
     method when its section is present.
     """
     if name not in METHODS:
-        raise UserError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
+        raise unknown("method", name, METHODS)
     chosen = METHODS[name]
     for section in sections:
         variants = {m.variant_of[0]: m for m in METHODS.values() if m.variant_of and m.variant_of[1] == section}

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, unknown
 from lifelong.models.conv import AlexNetLike
 from lifelong.models.gs_conv import FilterMaskedConvNet
 from lifelong.models.heads import Network
@@ -31,7 +31,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 def build_backbone(name: str, in_shape: tuple[int, int, int], **options: Any) -> nn.Module:
     """Construct the backbone registered as ``name``, turning bad names or options into one-line UserErrors."""
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+        raise unknown("model", name, MODELS)
     if len(in_shape) != 3:
         raise UserError(f"model input shape must be (C, H, W), got {tuple(in_shape)}")
     constructor = MODELS[name][0]
