@@ -476,6 +476,8 @@ def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a dict; missing or malformed files are user errors."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file '{path}' is a folder; pass a YAML file in it to --config")
     if not path.is_file():
         raise UserError(f"config file '{path}' not found; pass an existing YAML file to --config")
     try:

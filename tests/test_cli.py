@@ -27,6 +27,7 @@ def test_run_prints_matrix_and_run_directory(tmp_path, capsys):
         (["run", "--epochs", "-2"], "invalid config value for 'train.epochs'"),
         (["run", "--scenario", "sideways"], "data.scenario"),
         (["run", "--config", "/nonexistent/c.yml"], "not found"),
+        (["run", "--config", "/tmp"], "config file '/tmp' is a folder; pass a YAML file in it"),
         (["run", "--set", "model.name=vgg"], "unknown model 'vgg'"),
         (["run", "--set", "model.widths=[3]"], "widths"),
         (["resume", "/nonexistent/run"], "is not a run directory"),
