@@ -21,3 +21,9 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     guess = closest(name, choices)
     return UserError(f"unknown {kind} {name!r}; {f'did you mean {guess!r}? ' if guess else ''}choose one of: "
                      f"{', '.join(choices)}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, whole (never cut mid-word); its type's name when it has none."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

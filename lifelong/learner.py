@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import inspect
 import io
+import operator
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from lifelong.config import Config, build_config, read_yaml
 from lifelong.data.arrays import ImageArrays
 from lifelong.data.batches import Batch, TaskView
 from lifelong.data.scenarios import Benchmark, Task
-from lifelong.errors import UserError
+from lifelong.errors import UserError, first_line
 from lifelong.methods.base import Method
 from lifelong.models import NetworkFactory
 from lifelong.models.heads import Network
@@ -61,6 +63,10 @@ class UserBackbone(nn.Module):
         self.module = module
         if next(module.parameters(), None) is None:
             raise UserError("the model has no parameters to learn; pass an nn.Module with trainable layers")
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()} - {"float32"})
+        if dtypes:
+            raise UserError(f"the model's parameters are {', '.join(dtypes)}; the learner trains float32 weights "
+                            "(train.precision runs bf16/fp16 arithmetic on them): pass model.float()")
         device = next(module.parameters()).device
         was_training = module.training
         module.eval()
@@ -69,7 +75,7 @@ class UserBackbone(nn.Module):
                 out = module(torch.zeros(2, *in_shape, device=device))
         except Exception as err:  # the user's module refuses the declared shape
             raise UserError(f"the model cannot take inputs of shape {tuple(in_shape)} ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:100] if str(err) else ''}); pass the input_shape it "
+                            f"{first_line(err)}); pass the input_shape it "
                             "expects (without the batch dimension)") from None
         finally:
             module.train(was_training)
@@ -101,6 +107,31 @@ class UserNetworkFactory(NetworkFactory):
         self.built[0] += 1
         return Network(UserBackbone(module, self.in_shape), self.scenario, self.class_counts,
                        head_seed=self.head_seed, mask_unseen=self.mask_unseen).to(self.device)
+
+
+def _positive_ints(value: Any, name: str, expected: str, listed: bool = False) -> list[int]:
+    """``value`` as a list of positive integers (one integer alone unless ``listed``); anything else is refused."""
+    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else \
+        None if listed or isinstance(value, (str, bytes)) else [value]
+    try:
+        numbers = [operator.index(v) for v in items] if items is not None and not any(
+            isinstance(v, bool) for v in items) else None
+    except TypeError:
+        numbers = None
+    if not numbers or min(numbers) < 1:
+        raise UserError(f"{name} must be {expected}, got {value!r}")
+    return numbers
+
+
+def _task_id(task: Any) -> int:
+    """A task id the caller gave: a non-negative integer."""
+    try:
+        task_id = operator.index(task) if not isinstance(task, bool) else -1
+    except TypeError:
+        task_id = -1
+    if task_id < 0:
+        raise UserError(f"a task id is a non-negative integer, got {task!r}")
+    return task_id
 
 
 def _rows_view(task: Task, x: torch.Tensor, y: torch.Tensor) -> TaskView:
@@ -160,6 +191,10 @@ class Learner:
         the whole stream (an int). ``config``: a Config, a dict or a YAML file for the method's sections and
         ``train`` settings. Seeds torch's global generator with the config's seed, as ``lifelong run`` does.
         """
+        if config is not None and not isinstance(config, (str, Path, Config, dict)):
+            raise UserError(f"config must be a Config, a dict or a YAML file's path, not {type(config).__name__}")
+        if model is not None and not isinstance(model, (str, nn.Module)):
+            raise UserError(f"model must be an nn.Module or a backbone's name, not {type(model).__name__}")
         raw = read_yaml(config) if isinstance(config, (str, Path)) else \
             config.to_dict() if isinstance(config, Config) else dict(config or {})
         if method is not None:
@@ -169,15 +204,15 @@ class Learner:
         if isinstance(model, str):
             raw.setdefault("model", {})
             raw["model"] = {**raw["model"], "name": model}
-        cfg = build_config(raw, list(sets))
+        cfg = build_config(raw, [sets] if isinstance(sets, str) else list(sets))
         if scenario not in ("task", "class", "domain"):
             raise UserError(f"unknown scenario {scenario!r}; use task, class or domain")
-        counts = [int(classes)] if isinstance(classes, int) else [int(c) for c in classes]
-        if not counts or min(counts) < 1:
-            raise UserError(f"classes must be a positive number or a list of them, got {classes!r}")
+        counts = _positive_ints(classes, "classes", "a number of classes (a stream) or one per task, e.g. [2, 2]")
+        classes = counts[0] if not isinstance(classes, Sequence) else counts
         if scenario == "domain" and len(set(counts)) > 1:
             raise UserError(f"a domain-incremental stream has one label space; pass one number of classes, not {counts}")
-        shape = tuple(int(d) for d in input_shape)
+        shape = tuple(_positive_ints(input_shape, "input_shape", "one input's shape without the batch, e.g. "
+                                     "(784,) or (1, 28, 28)", listed=True))
         backbone_shape = shape if len(shape) == 3 else (shape[0], 1, 1) if len(shape) == 1 else shape
         torch.manual_seed(cfg.seed)
         target = resolve_device(cfg.device)
@@ -193,8 +228,7 @@ class Learner:
             factory = NetworkFactory(cfg.model.name, cfg.model.options, backbone_shape, scenario, counts,
                                      head_seed=cfg.seed, device=target, mask_unseen=masked)
             backbone = cfg.model.name
-        learner = cls(cls._method(cfg, factory), cfg, scenario, classes if isinstance(classes, int) else counts,
-                      shape, backbone)
+        learner = cls(cls._method(cfg, factory), cfg, scenario, classes, shape, backbone)
         if scenario not in learner.method.scenarios:
             raise UserError(f"method {cfg.method} serves only {' and '.join(learner.method.scenarios)}-incremental "
                             f"scenarios, not {scenario}")
@@ -270,7 +304,7 @@ class Learner:
         methods that train on it before its batches (mark). Returns the task's id."""
         if self.task is not None:
             self.end_task()
-        task_id = self.tasks_done if task is None else int(task)
+        task_id = self.tasks_done if task is None else _task_id(task)
         if task_id != self.tasks_done:
             raise UserError(f"tasks arrive in order: the next task is {self.tasks_done}, not {task_id}")
         rows = (x, y) if x is not None and y is not None else None
@@ -292,10 +326,14 @@ class Learner:
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None = None) -> float:
         """One step on a batch of prepared inputs ``x`` and labels ``y`` (class-incremental: labels over every
         class so far; task-incremental: the task's own labels). A new ``task`` ends the current one first."""
-        if self.task is None or (task is not None and int(task) != self.task.id):
+        if self.task is None or (task is not None and _task_id(task) != self.task.id):
             self.begin_task(task=task)
         x, y = self._on_device(x, y)
         self._check_labels(y)
+        if len(x) == 1 and self.model.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                        for m in self.model.modules()):
+            raise UserError("a batch of one row cannot train the model's BatchNorm layers; learn batches of 2 rows "
+                            "or more")
         if self.epoch == 0 and not self.method.task_free:
             self.collected.append((x, y))
         inputs, targets, task_ids = x, y, self.task.id
@@ -314,15 +352,25 @@ class Learner:
         ``learn`` received during the task's first pass)."""
         if self.task is None:
             raise UserError("no task is being learnt; call learn() first")
-        self.finish_task(_rows_view(self.task, *self._on_device(x, y)) if x is not None else self._task_view())
+        if x is None:
+            return self.finish_task(self._task_view())
+        x, y = self._on_device(x, y)
+        self._check_labels(y)
+        self.finish_task(_rows_view(self.task, x, y))
 
     def predict(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
         """Class scores (B, classes) for inputs ``x``; ``task``: the task id the inputs belong to (needed when each
-        task has its own head; default: the latest task reached)."""
+        task has its own head; default: the latest task reached; a task not learnt yet scores with untrained
+        weights, as an accuracy matrix's entries above the diagonal do)."""
         if task is None and self.scenario == "task":
             raise UserError("task-incremental learners predict per task; pass predict(x, task=ID)")
-        reached = self.task.id if self.task is not None else self.tasks_done - 1
-        return self.scores(x.to(self.device), max(reached, 0) if task is None else int(task))
+        reached = max(self.task.id if self.task is not None else self.tasks_done - 1, 0)
+        task_id = reached if task is None else _task_id(task)
+        known = reached + 1 if isinstance(self.classes, int) else len(self.classes)  # a later task's head: untrained
+        if task_id >= known:
+            stream = " so far: a stream's tasks come as it learns" if isinstance(self.classes, int) else ""
+            raise UserError(f"task {task_id} is not one of this learner's tasks (0..{known - 1}{stream})")
+        return self.scores(self._inputs(x), task_id)
 
     # --- saving ---
     def state_dict(self) -> dict[str, Any]:
@@ -335,6 +383,8 @@ class Learner:
 
     def save(self, path: str | Path) -> None:
         """Everything needed to go on learning, in one file written atomically (tensors and plain data only)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise UserError(f"save needs a file path, not {type(path).__name__}")
         buffer = io.BytesIO()
         torch.save(on_device(self.state_dict(), torch.device("cpu")), buffer)
         store.atomic_write_bytes(Path(path), buffer.getvalue())
@@ -343,16 +393,23 @@ class Learner:
     def load(cls, path: str | Path, model: nn.Module | None = None, device: str | None = None) -> Learner:
         """A learner saved by ``save``, loaded without unpickling code; ``model``: your module again, when the
         learner was built around one (its weights come from the file)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise UserError(f"load needs a file path, not {type(path).__name__}")
         try:
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise UserError(f"no saved learner at '{path}'") from None
         except Exception as err:  # torch raises many types for damaged or unsafe files
             raise UserError(f"'{path}' is not a learner that can be loaded safely ({type(err).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise UserError(f"'{path}' is not a saved lifelong learner ({FORMAT})")
+        keys = ("config", "scenario", "classes", "input_shape", "backbone", "method", "task", "tasks_done", "epoch",
+                "collected", "rng")
+        if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in keys):
+            raise UserError(f"'{path}' is not a saved lifelong learner ({FORMAT}); save one with learner.save(path)")
         if state["backbone"] is None and model is None:
             raise UserError(f"'{path}' was saved around your own module; pass it again: Learner.load(path, model=...)")
+        if state["backbone"] is not None and model is not None:
+            raise UserError(f"'{path}' holds backbone {state['backbone']!r}, not a module of yours; call "
+                            "Learner.load(path) without model")
         learner = cls.create(model=model if state["backbone"] is None else state["backbone"],
                              input_shape=state["input_shape"], classes=state["classes"], scenario=state["scenario"],
                              config=state["config"], device=device)
@@ -366,7 +423,9 @@ class Learner:
         try:
             self.method.load_state_dict(on_device(state["method"], self.device))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
-            raise UserError(f"the saved state does not fit method {self.method.name} ({type(err).__name__})") from None
+            raise UserError(f"the saved state does not fit method {self.method.name} ({type(err).__name__}: "
+                            f"{first_line(err)[:160]}); load it with the module, input_shape and classes it was saved "
+                            "with") from None
         self.tasks_done, self.epoch = state["tasks_done"], state["epoch"]
         self.collected = [tuple(on_device(pair, self.device)) for pair in state["collected"]]
         if state["task"] is not None:
@@ -399,14 +458,31 @@ class Learner:
                 torch.zeros(0, dtype=torch.int64, device=self.device))
 
     def _on_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not torch.is_tensor(x) or not torch.is_tensor(y):
+        if not torch.is_tensor(y):
             raise UserError("inputs and labels must be torch tensors")
+        x = self._inputs(x)
+        if y.shape != (x.shape[0],) or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise UserError(f"labels must be integers, one per input (got {tuple(y.shape)} {y.dtype})")
+        return x, y.to(self.device, torch.int64)
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of inputs checked (a tensor of input_shape rows, at least one, finite) and made float32 on the
+        learner's device: one NaN would corrupt the weights, and rehearsal would keep it."""
+        if not torch.is_tensor(x):
+            raise UserError(f"inputs must be a torch tensor, not {type(x).__name__} (torch.as_tensor converts arrays)")
         if tuple(x.shape[1:]) != self.input_shape:
             raise UserError(f"inputs of shape {tuple(x.shape[1:])} do not match the learner's input_shape "
                             f"{self.input_shape}")
-        if y.shape != (x.shape[0],) or y.dtype.is_floating_point:
-            raise UserError(f"labels must be integers, one per input (got {tuple(y.shape)} {y.dtype})")
-        return x.to(self.device, torch.float32), y.to(self.device, torch.int64)
+        if x.shape[0] == 0:
+            raise UserError("a batch needs at least one row")
+        if x.dtype.is_complex or x.dtype == torch.bool:
+            raise UserError(f"inputs must be real numbers, not {x.dtype}")
+        x = x.to(self.device, torch.float32)
+        if not torch.isfinite(x).all():
+            row = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
+            raise UserError(f"inputs hold NaN or infinite values (row {row} is the first); clean them before learning "
+                            "or predicting")
+        return x
 
     def _check_labels(self, y: torch.Tensor) -> None:
         width = len(self.task.classes) if self.scenario == "task" else \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import resource
 import shutil
 import time
@@ -367,6 +368,8 @@ def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool,
 
 def resume(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint (or return its results if it finished)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise UserError(f"resume needs a run directory's path, not {type(run_dir).__name__}")
     run_dir = Path(run_dir)
     with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
         return _resume_locked(run_dir, progress)

@@ -194,6 +194,75 @@ def test_bad_input_is_one_line(call, message):
         call(learner)
 
 
+def _learnt_once() -> Learner:
+    learner = Learner.create("er", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], scenario="task", device="cpu",
+                             config={"memory": {"size": 8, "batch_size": 4}})
+    learner.learn(torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1]), task=0)
+    return learner
+
+
+X, Y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+NAN = X.clone().index_put_((torch.tensor([2]), torch.tensor([0]), torch.tensor([3]), torch.tensor([3])),
+                           torch.tensor(float("nan")))
+
+
+@pytest.mark.parametrize("call, message", [  # each was a raw torch/Python error or a silent wrong result before
+    (lambda l: l.learn(NAN, Y, task=0), r"NaN or infinite values \(row 2 is the first\)"),
+    (lambda l: l.learn(X.clone().fill_(float("inf")), Y, task=0), "NaN or infinite"),
+    (lambda l: l.learn(X[:0], Y[:0], task=0), "at least one row"),
+    (lambda l: l.learn(X, Y.bool(), task=0), "labels must be integers"),
+    (lambda l: l.learn(X, Y, task=0.5), "a task id is a non-negative integer, got 0.5"),
+    (lambda l: l.predict(X.numpy(), task=0), "inputs must be a torch tensor, not ndarray"),
+    (lambda l: l.predict(X[0], task=0), "do not match the learner's input_shape"),
+    (lambda l: l.predict(NAN, task=0), "NaN or infinite"),
+    (lambda l: l.predict(X, task=2), r"task 2 is not one of this learner's tasks \(0..1\)"),
+    (lambda l: l.predict(X, task=-1), "non-negative integer, got -1"),
+    (lambda l: l.end_task(X, Y + 7), "must lie in 0..1"),
+    (lambda l: l.save(3), "save needs a file path"),
+])
+def test_what_learn_predict_and_end_task_are_given_is_checked(call, message):
+    learner = _learnt_once()
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    with pytest.raises(UserError, match=message):
+        call(learner)
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters()))  # nothing was trained
+    assert len(learner.method.memory) <= 4 and torch.isfinite(learner.method.memory.raw[:4].float()).all()
+    assert learner.predict(X.to(torch.uint8), task=0).shape == (4, 2)  # other dtypes are still converted
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"model": lambda v: v}, "model must be an nn.Module or a backbone's name, not function"),
+    ({"classes": "12"}, "classes must be a number of classes"),
+    ({"classes": [2.5, 2]}, "classes must be a number of classes"),
+    ({"classes": [[0, 1], [2, 3]]}, "classes must be a number of classes"),
+    ({"input_shape": 784}, "input_shape must be one input's shape"),
+    ({"input_shape": "12"}, "input_shape must be one input's shape"),
+    ({"model": Tiny().double()}, r"parameters are float64.*pass model.float\(\)"),
+    ({"config": [1, 2]}, "config must be a Config, a dict"),
+])
+def test_what_create_is_given_is_checked(kwargs, message):
+    arguments = {"model": Tiny(), "input_shape": (1, 28, 28), "classes": [2, 2], "device": "cpu", **kwargs}
+    with pytest.raises(UserError, match=message):
+        Learner.create("naive", **arguments)
+
+
+def test_a_batch_of_one_row_is_refused_where_batchnorm_trains_and_loads_are_checked(tmp_path):
+    learner = Learner.create("naive", nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.BatchNorm1d(8)),
+                             input_shape=(4,), classes=[2, 2], device="cpu", sets="train.lr=0.01")
+    assert learner.cfg.train.lr == 0.01  # one --set as a string
+    with pytest.raises(UserError, match="a batch of one row cannot train the model's BatchNorm"):
+        learner.learn(torch.rand(1, 4), torch.tensor([1]))
+    learner.learn(torch.rand(2, 4), torch.tensor([0, 1]))
+    assert learner.predict(torch.rand(1, 4)).shape == (1, 2)  # evaluation mode: one row is fine
+    torch.save({"format": "lifelong-learner/1"}, tmp_path / "tag.pt")
+    with pytest.raises(UserError, match="is not a saved lifelong learner"):
+        Learner.load(tmp_path / "tag.pt", model=Tiny())
+    named = Learner.create("naive", "mlp", input_shape=(1, 28, 28), classes=[2, 2], device="cpu")
+    named.save(tmp_path / "named.pt")
+    with pytest.raises(UserError, match="holds backbone 'mlp', not a module of yours"):
+        Learner.load(tmp_path / "named.pt", model=Tiny())
+
+
 def test_a_module_that_refuses_the_shape_is_named():
     with pytest.raises(UserError, match="cannot take inputs of shape"):
         Learner.create("naive", Tiny(), input_shape=(3, 32, 32), classes=2, device="cpu")

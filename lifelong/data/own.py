@@ -18,9 +18,9 @@ import torch
 from lifelong.data import tables
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.labels import class_ids, holdout
-from lifelong.data.readers import first_line, read_image_folder
+from lifelong.data.readers import read_image_folder
 from lifelong.data.sources import Dataset
-from lifelong.errors import UserError
+from lifelong.errors import UserError, first_line
 
 if TYPE_CHECKING:  # the config layer sits above data
     from lifelong.config import SourceConfig

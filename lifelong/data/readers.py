@@ -77,12 +77,6 @@ def _corrupt(path: Path, reason: str) -> UserError:
     return UserError(f"corrupt data file {path} ({reason}); delete it and download it again")
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message, whole (never cut mid-word); its type's name when it has none."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
 def read_idx(path: str | Path, checksum: Checksum | None = None) -> torch.Tensor:
     """Read an IDX file (raw or .gz), validating magic number, dtype code, dims and size."""
     path = Path(path)

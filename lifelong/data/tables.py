@@ -14,8 +14,7 @@ import torch
 
 from lifelong.data.arrays import DatasetSplits, ImageArrays
 from lifelong.data.labels import class_ids, holdout
-from lifelong.data.readers import first_line
-from lifelong.errors import UserError
+from lifelong.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from lifelong.config import SourceConfig
