@@ -9,6 +9,7 @@ import argparse
 import inspect
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,19 @@ def _run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 
     if args.dataset is not None and args.config:
         raise UserError("--dataset loads document 000's preset config; use either --dataset or --config")
+    if args.dataset is not None and args.benchmark is not None:
+        raise UserError("--dataset loads document 000's preset with its own benchmark; use either --dataset or "
+                        "--benchmark")
     raw = gs_mask_preset(args.dataset) if args.dataset is not None else read_yaml(args.config) if args.config else {}
     for key, value in origin_assignments(args.meta_learn, args.task_reg, args.num_iterations).items():
         merge(raw, key.split("."), value)
     for flag, key in RUN_FLAGS.items():  # flag values stay strings (paths are not YAML); pydantic converts numbers
         if getattr(args, flag) is not None:
             merge(raw, key.split("."), getattr(args, flag))
+    method = next((s.split("=", 1)[1] for s in reversed(args.set) if s.startswith("method=")), raw.get("method"))
+    if (args.meta_learn is not None or args.num_iterations is not None) and method != "gs-mask":
+        raise UserError("--meta-learn and --num-iterations set gs-mask's meta-iteration; add --task-reg gs_mask (or "
+                        "--method gs-mask)")
     if args.download:
         merge(raw, ["data", "download"], True)
     if args.probe:
@@ -471,6 +479,17 @@ def _sweep(console: Console, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; warnings are shown as ``lifelong: warning: ...`` lines (not Python's file:line form)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"lifelong: warning: {message}", file=sys.stderr)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         print(f"lifelong: error: options come after a command; did you mean `lifelong run {' '.join(argv)[:200]}`?",

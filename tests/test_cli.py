@@ -101,3 +101,14 @@ def test_list_of_an_unknown_name_is_one_line_exit_2(capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "lifelong.cli", "run", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--set KEY=VALUE" in out.stdout
+
+
+def test_warnings_are_one_line_on_the_command_line(monkeypatch, capsys):
+    """Python's form named a file and line of the library and echoed its source line (e.g. gs-mask's capacity)."""
+    import warnings
+
+    from lifelong import cli
+
+    monkeypatch.setattr(cli, "_list", lambda console, what: warnings.warn("few filters free", UserWarning))
+    assert main(["list"]) == 0
+    assert capsys.readouterr().err == "lifelong: warning: few filters free\n"

@@ -54,6 +54,9 @@ def test_meta_learn_false_is_the_ablation_and_flags_still_override():
     (["--dataset", "pmnist", "--num-iterations", "many"], "--num-iterations expects a positive integer"),
     (["--dataset", "pmnist", "--num-iterations", "0"], "gs-mask.num_iterations"),
     (["--dataset", "pmnist", "--config", "x.yml"], "either --dataset or --config"),
+    (["--dataset", "pmnist", "--benchmark", "split-mnist"], "use either --dataset or --benchmark"),
+    (["--meta-learn", "False"], "add --task-reg gs_mask (or --method gs-mask)"),  # was: section not used by naive
+    (["--num-iterations", "3", "--method", "ewc"], "set gs-mask's meta-iteration"),
     (["--method", "gs-mask", "--device", "cpu", "--model", "mlp"], "runs on its own network, gs-conv"),
     (["--method", "gs-mask", "--device", "cpu", "--scenario", "class"], "serves only task-incremental scenarios"),
 ])
