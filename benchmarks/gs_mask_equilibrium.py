@@ -1,13 +1,16 @@
 """Where gs-mask's filter norms settle under plain SGD, against where they are (docs/methods.md, gs-mask).
 
-BatchNorm makes the task loss blind to a filter's scale, so its gradient g_f is orthogonal to W_f and each SGD step
-lengthens the filter by ≈ lr²‖g_f‖²/(2‖W_f‖), while the regularizer's step shortens it by lr·c·(β_l + a_l·‖W_f‖/‖W_l‖_F),
-a_l = max(0.5, 1−β_l)/2. They balance at the ‖W_f‖ this script predicts from E‖g_f‖² over the task's training rows,
-for the filters a task owns, from a finished (or interrupted) run directory:
+BatchNorm makes the task loss blind to a filter's scale, so its gradient g_f is orthogonal to W_f and each SGD
+step lengthens the filter by ≈ lr²‖g_f‖²/(2‖W_f‖), while the regularizer's step shortens it by
+lr·c·(β_l + a_l·‖W_f‖/‖W_l‖_F), a_l = max(0.5, 1−β_l)/2. They balance at the ‖W_f‖ this script predicts from
+E‖g_f‖² over the task's training rows, for the filters a task owns, from a finished (or interrupted) run directory:
 
     python benchmarks/gs_mask_equilibrium.py RUN_DIR [--task 0] [--batches 200]
 
-A filter falls below τ only when E‖g_f‖² < 2·c·β_l·τ / lr, which the script prints per layer beside the smallest E‖g_f‖².
+A filter settles below τ only when its E‖g_f‖², taken at ‖W_f‖ = τ, is under 2·c·β_l·τ / lr; the script prints
+that bound per layer beside the smallest E‖g_f‖² at the current norms (under BatchNorm it grows as 1/‖W_f‖² as a
+filter shrinks). The checkpoint holds the run's last state: for a task before the last finished one, later tasks
+have moved the filters it does not own, and so its gradients.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from lifelong import store
-from lifelong.config import build_config, read_yaml
 from lifelong.data.batches import TaskView
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.errors import UserError
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = store.load_checkpoint(args.run_dir)
     if ckpt is None:
         raise UserError(f"no checkpoint.pt in '{args.run_dir}'; give a gs-mask run directory")
-    cfg = build_config(read_yaml(args.run_dir / "config.yaml"), [])
+    cfg = store.read_config(args.run_dir)
     train = cfg.train
     if cfg.method != "gs-mask" or train.optimizer != "sgd" or train.momentum or train.weight_decay:
         raise UserError("the balance holds for gs-mask runs with plain SGD (momentum 0, weight decay 0); "

@@ -220,11 +220,6 @@ class Config(Strict):
         chosen = method_class(self.method, self.params)
         if getattr(chosen, "default_model", None) and "name" not in self.model.model_fields_set:
             self.model.name = chosen.default_model
-        own = getattr(chosen, "own_network", None)
-        # (every saved config.yaml holds model.name, the default mlp for such a method: that reads as none named)
-        if own and (self.model.name not in (own, ModelConfig.model_fields["name"].default) or self.model.options):
-            raise UserError(f"method {self.method} builds its own network ({own}) from its {chosen.config_section()}.* "
-                            "settings; drop --model and the model section")
         used = {chosen.config_section(), *chosen.extra_sections}
         if chosen.variant_of:
             used |= {METHODS[chosen.variant_of[0]].config_section(), chosen.variant_of[1]}

@@ -45,8 +45,7 @@ def layer_of(parameter: str) -> str:
 def read(run_dir: str | Path) -> Inside:
     """Everything the run directory holds about its model's inside; a run without results is a user error."""
     run_dir = Path(run_dir)
-    # a directory that is not a run, or whose config.yaml was edited after it ran: one line naming it
-    results = store.read_finished(run_dir, store.read_config(run_dir))
+    results = store.read_for_viewing(run_dir)  # not a run, or its config.yaml edited: one line naming it
     if results is None:
         raise UserError(f"run '{run_dir}' has not finished (no results.json); finish it with `lifelong resume "
                         f"{run_dir}` first")

@@ -11,11 +11,12 @@ import inspect
 import io
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,7 +111,9 @@ class UserNetworkFactory(NetworkFactory):
 
 
 def _positive_ints(value: Any, name: str, expected: str, listed: bool = False) -> list[int]:
-    """``value`` as a list of positive integers (one integer alone unless ``listed``); anything else is refused."""
+    """``value`` as a list of positive integers (one integer alone unless ``listed``; arrays and tensors too);
+    anything else is refused."""
+    value = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) else value
     items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else \
         None if listed or isinstance(value, (str, bytes)) else [value]
     try:
@@ -191,11 +194,11 @@ class Learner:
         the whole stream (an int). ``config``: a Config, a dict or a YAML file for the method's sections and
         ``train`` settings. Seeds torch's global generator with the config's seed, as ``lifelong run`` does.
         """
-        if config is not None and not isinstance(config, (str, Path, Config, dict)):
+        if config is not None and not isinstance(config, (str, os.PathLike, Config, Mapping)):
             raise UserError(f"config must be a Config, a dict or a YAML file's path, not {type(config).__name__}")
         if model is not None and not isinstance(model, (str, nn.Module)):
             raise UserError(f"model must be an nn.Module or a backbone's name, not {type(model).__name__}")
-        raw = read_yaml(config) if isinstance(config, (str, Path)) else \
+        raw = read_yaml(config) if isinstance(config, (str, os.PathLike)) else \
             config.to_dict() if isinstance(config, Config) else dict(config or {})
         if method is not None:
             raw["method"] = method
@@ -207,6 +210,8 @@ class Learner:
         cfg = build_config(raw, [sets] if isinstance(sets, str) else list(sets))
         if scenario not in ("task", "class", "domain"):
             raise UserError(f"unknown scenario {scenario!r}; use task, class or domain")
+        if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):
+            classes = classes.tolist()
         counts = _positive_ints(classes, "classes", "a number of classes (a stream) or one per task, e.g. [2, 2]")
         classes = counts[0] if not isinstance(classes, Sequence) else counts
         if scenario == "domain" and len(set(counts)) > 1:
@@ -326,20 +331,22 @@ class Learner:
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None = None) -> float:
         """One step on a batch of prepared inputs ``x`` and labels ``y`` (class-incremental: labels over every
         class so far; task-incremental: the task's own labels). A new ``task`` ends the current one first."""
+        x, y = self._on_device(x, y)  # before a new task ends the current one
         if self.task is None or (task is not None and _task_id(task) != self.task.id):
             self.begin_task(task=task)
-        x, y = self._on_device(x, y)
         self._check_labels(y)
-        if len(x) == 1 and self.model.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                                        for m in self.model.modules()):
-            raise UserError("a batch of one row cannot train the model's BatchNorm layers; learn batches of 2 rows "
-                            "or more")
         if self.epoch == 0 and not self.method.task_free:
             self.collected.append((x, y))
         inputs, targets, task_ids = x, y, self.task.id
         if self.mixed:  # iCaRL's exemplars: as many rows as the batch, drawn from the views it mixes in
             inputs, targets, task_ids = self._mix(x, y)
-        return float(self.learn_batch(Batch(inputs, targets, task_ids, inputs, None)))
+        try:
+            return float(self.learn_batch(Batch(inputs, targets, task_ids, inputs, None)))
+        except ValueError as err:  # torch's BatchNorm, before any weight moved
+            if "more than 1 value per channel" not in str(err):
+                raise
+            raise UserError("a batch of one row cannot train the model's BatchNorm layers (one value per channel); "
+                            "learn batches of 2 rows or more") from None
 
     def next_epoch(self) -> None:
         """Tell the method that another pass over the current task's data begins."""
@@ -366,9 +373,10 @@ class Learner:
             raise UserError("task-incremental learners predict per task; pass predict(x, task=ID)")
         reached = max(self.task.id if self.task is not None else self.tasks_done - 1, 0)
         task_id = reached if task is None else _task_id(task)
-        known = reached + 1 if isinstance(self.classes, int) else len(self.classes)  # a later task's head: untrained
-        if task_id >= known:
-            stream = " so far: a stream's tasks come as it learns" if isinstance(self.classes, int) else ""
+        stream_of_heads = isinstance(self.classes, int) and self.scenario == "task"  # heads come with the tasks
+        known = reached + 1 if stream_of_heads else len(self.classes) if not isinstance(self.classes, int) else None
+        if known is not None and task_id >= known:
+            stream = " so far: a stream's tasks come as it learns" if stream_of_heads else ""
             raise UserError(f"task {task_id} is not one of this learner's tasks (0..{known - 1}{stream})")
         return self.scores(self._inputs(x), task_id)
 
@@ -424,7 +432,7 @@ class Learner:
             self.method.load_state_dict(on_device(state["method"], self.device))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"the saved state does not fit method {self.method.name} ({type(err).__name__}: "
-                            f"{first_line(err)[:160]}); load it with the module, input_shape and classes it was saved "
+                            f"{first_line(err)}); load it with the module, input_shape and classes it was saved "
                             "with") from None
         self.tasks_done, self.epoch = state["tasks_done"], state["epoch"]
         self.collected = [tuple(on_device(pair, self.device)) for pair in state["collected"]]

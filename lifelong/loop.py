@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lifelong import diagnostics, metrics, store
-from lifelong.config import Config, build_config, difference
+from lifelong.config import Config, ModelConfig, build_config, difference
 from lifelong.data.batches import Stream, TaskView, eval_batches
 from lifelong.data.benchmarks import build_benchmark
 from lifelong.data.scenarios import Benchmark, Task
@@ -29,6 +30,7 @@ from lifelong.errors import UserError
 from lifelong.learner import Learner, on_device, resolve_device
 from lifelong.lock import run_lock
 from lifelong.loggers import open_loggers
+from lifelong.methods import METHODS
 from lifelong.methods.base import Method
 from lifelong.probe import probe_accuracy
 from lifelong.version import __version__
@@ -335,6 +337,7 @@ def run(config: Config | dict[str, Any] | None = None, sets: list[str] = (), pro
     sees the loop's state after every checkpoint (a sweep's scheduler reads each task's validation row there).
     """
     cfg = config if isinstance(config, Config) else build_config(config, sets)
+    _warn_ignored_model(cfg)
     run_dir = store.run_directory(cfg)
     with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
         return _run_locked(cfg, run_dir, progress, force, on_checkpoint)
@@ -364,6 +367,14 @@ def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool,
         if created and run_dir.is_dir() and not started:
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that failed to start leaves nothing
         raise
+
+
+def _warn_ignored_model(cfg: Config) -> None:
+    """A method that builds its own network (mark) ignores the model section: say so rather than run silently."""
+    own = METHODS[cfg.method].own_network
+    if own and (cfg.model.name not in (own, ModelConfig.model_fields["name"].default) or cfg.model.options):
+        warnings.warn(f"method {cfg.method} builds its own network ({own}) from its {cfg.method}.* settings; the "
+                      "model section is ignored", UserWarning, stacklevel=3)
 
 
 def resume(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:

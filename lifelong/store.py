@@ -159,6 +159,18 @@ def _figures_problem(results: dict[str, Any]) -> str | None:
     return f"{', '.join(bad)} not a number" if bad else None
 
 
+def read_for_viewing(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's results for report and inspect: refused when config.yaml was edited after the run (the
+    results would be shown under settings that did not make them); runs of earlier versions and of own data whose
+    files have changed or moved since are shown as they were made."""
+    cfg = read_config(run_dir)
+    results = read_results(run_dir)
+    if results is not None and isinstance(results.get("config"), dict) and (
+            differs := difference(results["config"], cfg.to_dict())):
+        raise UserError(f"'{run_dir / CONFIG_FILE}' was edited after the run was made ({differs}); restore it")
+    return results
+
+
 def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
     """The results of a finished run of ``cfg``; results made by another config are an error saying what differs."""
     results = read_results(run_dir)
@@ -173,13 +185,14 @@ def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
     if recorded != cfg.fingerprint():
         if isinstance(results.get("config"), dict) and (reason := data_changed(run_dir, cfg, results["config"])):
             raise UserError(reason)
-        if not (differs := difference(results["config"], cfg.to_dict()) if isinstance(results.get("config"), dict)
-                else ""):
+        recorded_config = results.get("config")
+        if isinstance(recorded_config, dict) and not (differs := difference(recorded_config, cfg.to_dict())):
             raise UserError(f"the results in '{run_dir}' were made by an earlier version of lifelong, whose results "
                             "for this config differ (a method's revision was raised: docs/runs.md); train it again "
-                            f"with `lifelong run --config {run_dir / CONFIG_FILE}`, which makes a new directory")
-        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} ({differs}); "
-                        f"restore the config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
+                            f"with `lifelong run --config {run_dir / CONFIG_FILE} --force`")
+        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} "
+                        f"({differs if isinstance(recorded_config, dict) else 'it records none'}); restore the config, "
+                        f"or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
     return results
 
 

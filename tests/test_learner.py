@@ -230,6 +230,22 @@ def test_what_learn_predict_and_end_task_are_given_is_checked(call, message):
     assert learner.predict(X.to(torch.uint8), task=0).shape == (4, 2)  # other dtypes are still converted
 
 
+def test_classes_and_input_shape_may_be_arrays():
+    import numpy as np
+
+    learner = Learner.create("naive", Tiny(), input_shape=np.array([1, 28, 28]), classes=torch.tensor([2, 2]),
+                             device="cpu")
+    assert learner.input_shape == (1, 28, 28) and learner.classes == [2, 2]
+    assert Learner.create("naive", Tiny(), input_shape=(1, 28, 28), classes=np.int64(3), device="cpu").classes == 3
+
+
+def test_a_stream_with_a_shared_head_predicts_any_task():
+    """Class-incremental with classes as one number: one head for the stream, so any task id scores with it."""
+    learner = Learner.create("naive", Tiny(), input_shape=(1, 28, 28), classes=4, scenario="class", device="cpu")
+    learner.learn(X, Y, task=0)
+    assert learner.predict(X, task=3).shape == (4, 4)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"model": lambda v: v}, "model must be an nn.Module or a backbone's name, not function"),
     ({"classes": "12"}, "classes must be a number of classes"),
@@ -254,6 +270,11 @@ def test_a_batch_of_one_row_is_refused_where_batchnorm_trains_and_loads_are_chec
         learner.learn(torch.rand(1, 4), torch.tensor([1]))
     learner.learn(torch.rand(2, 4), torch.tensor([0, 1]))
     assert learner.predict(torch.rand(1, 4)).shape == (1, 2)  # evaluation mode: one row is fine
+    with pytest.raises(UserError, match="a batch of one row cannot train"):  # after predict too
+        learner.learn(torch.rand(1, 4), torch.tensor([1]))
+    conv = Learner.create("naive", nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), input_shape=(1, 8, 8),
+                          classes=[2, 2], device="cpu")
+    assert conv.learn(torch.rand(1, 1, 8, 8), torch.tensor([1])) > 0  # 36 values per channel: BatchNorm trains
     torch.save({"format": "lifelong-learner/1"}, tmp_path / "tag.pt")
     with pytest.raises(UserError, match="is not a saved lifelong learner"):
         Learner.load(tmp_path / "tag.pt", model=Tiny())

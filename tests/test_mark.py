@@ -366,11 +366,17 @@ def test_mark_refuses_scenarios_without_a_task_id(tiny, scenario):
         lifelong.run({k: v for k, v in tiny(method="mark", data={"scenario": scenario}).items() if k != "model"})
 
 
-def test_another_model_is_refused_as_mark_builds_its_own(tmp_path):
-    """Before, ``--method mark --model alexnet`` ran MARK's KB and recorded alexnet in config.yaml (under its own
-    hash); the default name (mlp), which every saved config.yaml holds, reads as none named."""
+def test_a_model_section_is_said_to_be_ignored_as_mark_builds_its_own(tmp_path, monkeypatch):
+    """Before, ``--method mark --model alexnet`` ran MARK's KB silently; a saved config (model.name mlp, the default)
+    and one naming mark-kb say nothing. A warning, not an error: old run directories and compare bases keep working."""
+    monkeypatch.setattr("lifelong.loop._run_locked", lambda *a, **k: "ran")  # the check comes before the run
     for model in ({"name": "alexnet"}, {"hidden": [10]}):
-        with pytest.raises(UserError, match=r"method mark builds its own network \(mark-kb\) from its mark\.\*"):
-            build_config(config(tmp_path, model=model))
-    assert build_config(config(tmp_path, model={"name": "mark-kb"})).model.name == "mark-kb"
-    assert build_config(config(tmp_path, model={"name": "mlp"})).model.name == "mlp"
+        with pytest.warns(UserWarning, match=r"method mark builds its own network \(mark-kb\).*model section is "
+                                             "ignored"):
+            lifelong.run(config(tmp_path, model=model))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for model in ({"name": "mark-kb"}, {"name": "mlp"}):
+            lifelong.run(config(tmp_path, model=model))

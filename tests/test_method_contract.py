@@ -18,7 +18,7 @@ NEEDS = {
     "gs-mask": {"model": {"name": "gs-conv", "filters": 8},
                 "gs-mask": {"meta_every": 1, "num_iterations": 1, "meta_batch": 2, "inner_steps": 2, "ways": 2,
                             "shots": 4, "min_free_share": 0.0}},
-    "mark": {"data": {"rgb32": True}, "model": {},  # its own network: naming a model is an error
+    "mark": {"data": {"rgb32": True}, "model": {},  # its own network: a model section only draws a warning
              "mark": {"kb_channels": [8, 8, 8], "latent": 16, "features": 8, "extractor_epochs": 1, "kb_epochs": 1,
                       "mask_epochs": 1, "meta_epochs": 1, "mini_tasks": 2, "inner_loop": 2}},
     "ebll": {"ebll": {"code_size": 8, "ae_epochs": 2}},

@@ -56,8 +56,8 @@ def test_a_run_resumed_through_a_relative_path_names_only_what_changes_results(t
 
 
 def test_report_and_inspect_refuse_results_their_config_did_not_make(tiny, capsys):
-    """Before, both read results.json alone: an edited config.yaml, or results of an earlier revision of the
-    method, were reported as this config's."""
+    """Before, both read results.json alone: results were reported under an edited config.yaml's settings.
+    Results of an earlier revision of the method are still shown (resume refuses them)."""
     from lifelong.cli import main
 
     run_dir, results = lifelong.run(tiny())
@@ -67,9 +67,9 @@ def test_report_and_inspect_refuse_results_their_config_did_not_make(tiny, capsy
         assert "(train.lr: 0.001 → 0.5)" in capsys.readouterr().err
     edit_config(run_dir, lr=0.001)
     store.write_json(run_dir / "results.json", {**results, "fingerprint": "0" * 64})  # as after a revision bump
-    assert main(["inspect", str(run_dir)]) == 2
-    err = capsys.readouterr().err
-    assert "made by an earlier version of lifelong" in err and "lifelong run --config" in err
+    assert main(["inspect", str(run_dir)]) == 0  # shown as they were made
+    with pytest.raises(UserError, match=r"made by an earlier version of lifelong.*lifelong run --config .* --force"):
+        lifelong.resume(run_dir)
 
 
 def test_results_of_an_earlier_version_without_a_fingerprint_are_checked_by_their_config(tiny):

@@ -43,7 +43,7 @@ class Method:
     trains_before_task: ClassVar[bool] = False  # trains on the task's whole data in before_task (mark)
     task_features: ClassVar[bool] = True  # every network call names the task: task-conditioned backbones serve it
     revision: ClassVar[int] = 0  # raised when the same config gives other results than before; part of the fingerprint
-    own_network: ClassVar[str | None] = None  # builds this network from its own settings: naming another is an error
+    own_network: ClassVar[str | None] = None  # its network, built from its own settings (a model section: a warning)
 
     @classmethod
     def config_section(cls) -> str:
