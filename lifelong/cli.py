@@ -426,7 +426,9 @@ def _compare(console: Console, args: argparse.Namespace) -> None:
         from lifelong.tracking import log_compare
 
         console.print(f"MLflow parent run {log_compare(out_dir, entries, base)}")
-    _print_summary(console, f"{base.data.benchmark}: mean ± std over seeds {exp.seeds}", rows)
+    over = f"seeds {exp.seeds}" + (" and the sweep's task orders (lifelong report splits them)" if exp.order_sweep
+                                   else "")
+    _print_summary(console, f"{base.data.benchmark}: mean ± std over {over}", rows)
     if sweep:
         for row in sweep:
             positions = "  ".join(f"{p}: {v:.3f}" for p, v in row["final_acc_by_position"].items())

@@ -209,12 +209,13 @@ def failures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _reference_for(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[float] | None:
-    """a_t of the single-task run with the same seed and task sequence, if the entries hold one."""
+    """a_t of the single-task run with the same seed, task sequence and scenario, if the entries hold one."""
     for other in entries:
         mine, theirs = entry["results"], other.get("results")
         if theirs is None:
             continue
-        if theirs["method"] == "single-task" and other["seed"] == entry["seed"] and theirs["tasks"] == mine["tasks"]:
+        if theirs["method"] == "single-task" and other["seed"] == entry["seed"] and theirs["tasks"] == mine["tasks"] \
+                and theirs.get("scenario") == mine.get("scenario"):
             R = other["results"]["acc_matrix"]
             return [R[j][j] for j in range(len(R))]
     return None
@@ -230,7 +231,8 @@ HEADERS = {"variant": "variant", "runs": "runs", "acc": "ACC", "bwt": "BWT", "fw
 
 
 def summarize(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per variant: mean and std over its runs of each metric (std 0 for a single run)."""
+    """One row per variant: mean and std over its runs of each metric (std 0 for a single run); forgetting against
+    the single-task references only when every run of the row has its reference."""
     rows = []
     for name in dict.fromkeys(e["variant"] for e in entries):
         mine = [e for e in entries if e["variant"] == name and e.get("results") is not None]
@@ -244,6 +246,9 @@ def summarize(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if reference is not None:
                 values["avg_forgetting_ref"].append(metrics.average_forgetting(r["acc_matrix"], reference))
                 values["max_forgetting_ref"].append(metrics.max_forgetting(r["acc_matrix"], reference))
+        for key in ("avg_forgetting_ref", "max_forgetting_ref"):  # over every run of the row, or not at all
+            if len(values[key]) != len(mine):
+                values[key] = []
         row: dict[str, Any] = {"variant": name, "runs": len(mine)}
         for key, vals in values.items():
             row[key] = metrics.mean_std(vals) if vals else None

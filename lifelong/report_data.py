@@ -10,6 +10,7 @@ tasks form an order sweep: the final accuracy of the moved task against its posi
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,12 @@ def collect(paths: list[str | Path]) -> Collection:
                     found.runs.append(_load(child))
                 else:
                     found.skipped.append(child)
-    unique: dict[Path, Run] = {}
+    unique: dict[Any, Run] = {}
     for run in found.runs:  # the same run reached twice keeps its compare variant name
-        key = run.path.resolve()
+        key = run.results.get("fingerprint") or run.path.resolve()  # a copy of a run is the same run
+        if key in unique and unique[key].path.resolve() != run.path.resolve():
+            warnings.warn(f"'{run.path}' is the same run as '{unique[key].path}' (same config); counted once",
+                          UserWarning, stacklevel=2)
         if key not in unique or run.variant:
             unique[key] = run
     found.runs = list(unique.values())

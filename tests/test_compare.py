@@ -100,3 +100,22 @@ def test_order_sweep_gives_the_moved_tasks_final_accuracy_by_position():
     assert compare.order_sweep_table(entries, [2, 3]) == [
         {"variant": "a", "final_acc_by_position": {1: 0.9, 2: 0.6}, "spread": pytest.approx(0.3)},
         {"variant": "b", "final_acc_by_position": {2: 0.8}, "spread": 0.0}]
+
+
+def test_reference_forgetting_covers_every_run_of_a_row_or_none():
+    """Before, a row of two runs whose seed-1 run had no single-task reference showed seed 0's figure as the row's;
+    and a class-incremental run took its reference from a task-incremental single-task run."""
+    def entry(variant, seed, method, scenario="task", matrix=((0.9, 0.1), (0.6, 0.8))):
+        results = {"method": method, "tasks": [[0, 1], [2, 3]], "scenario": scenario,
+                   "acc_matrix": [list(r) for r in matrix], "acc": 0.7, "bwt": -0.3, "fwt": 0.0, "avg_forgetting": 0.3, "max_forgetting": 0.3,
+                   "train_seconds": 1.0}
+        return {"variant": variant, "seed": seed, "results": results}
+
+    reference = entry("single-task", 0, "single-task", matrix=((0.95, 0.1), (0.95, 0.9)))
+    partial = {r["variant"]: r for r in compare.summarize([entry("naive", 0, "naive"), entry("naive", 1, "naive"),
+                                                            reference])}
+    assert partial["naive"]["runs"] == 2 and partial["naive"]["avg_forgetting_ref"] is None
+    full = {r["variant"]: r for r in compare.summarize([entry("naive", 0, "naive"), reference])}
+    assert full["naive"]["avg_forgetting_ref"][0] == pytest.approx(((0.95 - 0.6) + (0.9 - 0.8)) / 2)  # a_t − R[T][t]
+    other = {r["variant"]: r for r in compare.summarize([entry("naive", 0, "naive", scenario="class"), reference])}
+    assert other["naive"]["avg_forgetting_ref"] is None

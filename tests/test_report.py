@@ -188,7 +188,7 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(next((root / "runs").glob("*ewc*")), other)
     results = json.loads((other / "results.json").read_text())
-    store.write_json(other / "results.json", {**results, "benchmark": "split-mnist"})
+    store.write_json(other / "results.json", {**results, "benchmark": "split-mnist", "fingerprint": "f" * 64})
     assert main(["report", str(root / "runs"), str(other), "--out", str(tmp_path / "r.html")]) == 2
     assert "different benchmarks: quickstart (3 runs), split-mnist (1 run)" in capsys.readouterr().err
     old = tmp_path / "old"
@@ -215,3 +215,14 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     shutil.copytree(unfinished, parent / "run")
     with pytest.raises(UserError, match="no finished runs"):
         report_data.collect([parent])  # an unfinished run inside a folder is left out, not an error by itself
+
+
+def test_a_copy_of_a_run_is_counted_once(runs, tmp_path):
+    """Before, the same config run into two folders was averaged as two seeds ([0, 0, 1])."""
+    root, _ = runs
+    naive = sorted((root / "runs").glob("*naive*"))
+    copy = tmp_path / "elsewhere" / naive[0].name
+    shutil.copytree(naive[0], copy)
+    with pytest.warns(UserWarning, match="is the same run as .* counted once"):
+        found = report_data.collect([*naive, copy])
+    assert sorted(r.results["seed"] for r in found.runs) == [0, 1]
