@@ -111,9 +111,8 @@ class UserNetworkFactory(NetworkFactory):
 
 
 def _positive_ints(value: Any, name: str, expected: str, listed: bool = False) -> list[int]:
-    """``value`` as a list of positive integers (one integer alone unless ``listed``; arrays and tensors too);
-    anything else is refused."""
-    value = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) else value
+    """``value`` (Python numbers: see ``_plain``) as a list of positive integers (one integer alone unless
+    ``listed``); anything else is refused."""
     items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else \
         None if listed or isinstance(value, (str, bytes)) else [value]
     try:
@@ -124,6 +123,11 @@ def _positive_ints(value: Any, name: str, expected: str, listed: bool = False) -
     if not numbers or min(numbers) < 1:
         raise UserError(f"{name} must be {expected}, got {value!r}")
     return numbers
+
+
+def _plain(value: Any) -> Any:
+    """Arrays and tensors as Python numbers or lists of them; anything else as it is."""
+    return value.tolist() if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) else value
 
 
 def _task_id(task: Any) -> int:
@@ -210,13 +214,12 @@ class Learner:
         cfg = build_config(raw, [sets] if isinstance(sets, str) else list(sets))
         if scenario not in ("task", "class", "domain"):
             raise UserError(f"unknown scenario {scenario!r}; use task, class or domain")
-        if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):
-            classes = classes.tolist()
+        classes = _plain(classes)
         counts = _positive_ints(classes, "classes", "a number of classes (a stream) or one per task, e.g. [2, 2]")
         classes = counts[0] if not isinstance(classes, Sequence) else counts
         if scenario == "domain" and len(set(counts)) > 1:
             raise UserError(f"a domain-incremental stream has one label space; pass one number of classes, not {counts}")
-        shape = tuple(_positive_ints(input_shape, "input_shape", "one input's shape without the batch, e.g. "
+        shape = tuple(_positive_ints(_plain(input_shape), "input_shape", "one input's shape without the batch, e.g. "
                                      "(784,) or (1, 28, 28)", listed=True))
         backbone_shape = shape if len(shape) == 3 else (shape[0], 1, 1) if len(shape) == 1 else shape
         torch.manual_seed(cfg.seed)
@@ -373,11 +376,12 @@ class Learner:
             raise UserError("task-incremental learners predict per task; pass predict(x, task=ID)")
         reached = max(self.task.id if self.task is not None else self.tasks_done - 1, 0)
         task_id = reached if task is None else _task_id(task)
-        stream_of_heads = isinstance(self.classes, int) and self.scenario == "task"  # heads come with the tasks
-        known = reached + 1 if stream_of_heads else len(self.classes) if not isinstance(self.classes, int) else None
+        if not isinstance(self.classes, int):
+            known: int | None = len(self.classes)
+        else:  # a stream: a head per task begun (task-incremental), else one shared head for any task id
+            known = reached + 1 if self.scenario == "task" else None
         if known is not None and task_id >= known:
-            stream = " so far: a stream's tasks come as it learns" if stream_of_heads else ""
-            raise UserError(f"task {task_id} is not one of this learner's tasks (0..{known - 1}{stream})")
+            raise UserError(f"task {task_id} is not one of this learner's tasks so far (0..{known - 1})")
         return self.scores(self._inputs(x), task_id)
 
     # --- saving ---

@@ -50,18 +50,11 @@ class Collection:
     moved: list[int] | None = None  # the task an order sweep moves, from runs.json
 
 
-REQUIRED_KEYS = ("acc_matrix", "acc", "bwt", "tasks", "seed", "method", "benchmark", "config")  # what the report reads
-
-
 def _load(run_dir: Path, variant: str | None = None) -> Run:
     results = store.read_for_viewing(run_dir)
     if results is None:
         raise UserError(f"run '{run_dir}' has no results.json (it did not finish); finish it with "
                         f"`lifelong resume {run_dir}` or leave it out")
-    missing = [k for k in REQUIRED_KEYS if k not in results]
-    if missing:
-        raise UserError(f"'{run_dir / store.RESULTS_FILE}' lacks {', '.join(missing)} (written by another version of "
-                        "lifelong?); train it again with `lifelong run --force` or leave it out")
     return Run(run_dir, results, variant)
 
 

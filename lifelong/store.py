@@ -186,13 +186,13 @@ def read_finished(run_dir: Path, cfg: Config) -> dict[str, Any] | None:
         if isinstance(results.get("config"), dict) and (reason := data_changed(run_dir, cfg, results["config"])):
             raise UserError(reason)
         recorded_config = results.get("config")
-        if isinstance(recorded_config, dict) and not (differs := difference(recorded_config, cfg.to_dict())):
+        differs = difference(recorded_config, cfg.to_dict()) if isinstance(recorded_config, dict) else "none recorded"
+        if not differs:
             raise UserError(f"the results in '{run_dir}' were made by an earlier version of lifelong, whose results "
                             "for this config differ (a method's revision was raised: docs/runs.md); train it again "
                             f"with `lifelong run --config {run_dir / CONFIG_FILE} --force`")
-        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} "
-                        f"({differs if isinstance(recorded_config, dict) else 'it records none'}); restore the config, "
-                        f"or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
+        raise UserError(f"the results in '{run_dir}' were made by another config than {CONFIG_FILE} ({differs}); "
+                        f"restore the config, or delete {RESULTS_FILE} and run `lifelong resume {run_dir}`")
     return results
 
 

@@ -215,7 +215,7 @@ NAN = X.clone().index_put_((torch.tensor([2]), torch.tensor([0]), torch.tensor([
     (lambda l: l.predict(X.numpy(), task=0), "inputs must be a torch tensor, not ndarray"),
     (lambda l: l.predict(X[0], task=0), "do not match the learner's input_shape"),
     (lambda l: l.predict(NAN, task=0), "NaN or infinite"),
-    (lambda l: l.predict(X, task=2), r"task 2 is not one of this learner's tasks \(0..1\)"),
+    (lambda l: l.predict(X, task=2), r"task 2 is not one of this learner's tasks so far \(0..1\)"),
     (lambda l: l.predict(X, task=-1), "non-negative integer, got -1"),
     (lambda l: l.end_task(X, Y + 7), "must lie in 0..1"),
     (lambda l: l.save(3), "save needs a file path"),

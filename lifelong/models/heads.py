@@ -96,10 +96,9 @@ class Network(nn.Module):
     def per_task(self, name: str) -> bool:
         """Whether parameter ``name`` belongs to one task only: a task-incremental head, a task-conditioned
         backbone's modules."""
-        parts = name.split(".")
-        if parts[0] == "heads":
-            return parts[1].isdigit()
-        return self.task_conditioned and parts[:2] == ["backbone", "tasks"]
+        if name.startswith("heads."):
+            return _head_index(name) is not None
+        return self.task_conditioned and name.startswith("backbone.tasks.")
 
     def features(self, x: torch.Tensor, task_ids: int | torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's features; a task-conditioned backbone runs each task's rows through that task's modules."""
@@ -142,11 +141,17 @@ class Network(nn.Module):
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         """Create the task heads the state holds before loading it."""
         for key in state:
-            if key.startswith("heads.") and key.split(".")[1].isdigit():
-                self.head(int(key.split(".")[1]))
+            if (task_id := _head_index(key)) is not None:
+                self.head(task_id)
         return super().load_state_dict(state, strict=strict, assign=assign)
 
 
 def _rows_by_task(task_ids: torch.Tensor) -> dict[int, torch.Tensor]:
     """The row indices of each task id in a mixed batch."""
     return {t: (task_ids == t).nonzero().squeeze(1) for t in task_ids.unique().tolist()}
+
+
+def _head_index(name: str) -> int | None:
+    """The task of a task-incremental head's parameter ``heads.<k>.*`` (None for any other name)."""
+    parts = name.split(".")
+    return int(parts[1]) if parts[0] == "heads" and len(parts) > 1 and parts[1].isdigit() else None
