@@ -251,6 +251,47 @@ def measure_importance(names: list[str], data_dir: str, out: str, fraction: floa
     return costs, epochs, len(view), block
 
 
+def layer_arithmetic(name: str, data_dir: str, out: str, fraction: float, model: str) -> tuple[float, float, int]:
+    """Multiply-adds per sample of the network's conv and linear layers: (forward, forward of the layers whose
+    input is the data; no input gradient is computed for those), and the samples of the task."""
+    cfg = make_config(name, data_dir, out, fraction, max_tasks=1, model=model)
+    benchmark = build_benchmark(cfg.data, 0)
+    task = benchmark.tasks[0]
+    view = TaskView(task, task.train, torch.device("cpu"))
+    network = build_method(cfg, benchmark, torch.device("cpu")).model.eval()
+    counts = [0.0, 0.0]
+
+    def count(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        per_output = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.in_features
+        macs = output[0].numel() * per_output
+        counts[0] += macs
+        counts[1] += 0 if args[0].requires_grad else macs
+
+    hooks = [m.register_forward_hook(count) for m in network.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.enable_grad():
+            network(view.inputs(slice(0, 1)), task.id)
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts[0], counts[1], len(view)
+
+
+def arithmetic_note(forward: float, first: float, samples: int, epoch: float, costs: dict[str, list[float]]) -> str:
+    """One paragraph: the arithmetic of the epoch and of a closed-form pass, and the rates both reached."""
+    flops = 2 * samples * (3 * forward - first) / 1e9
+    rates = ", ".join(f"{n} {flops / statistics.median(c):.0f}" for n, c in costs.items())
+    gflop = 2 * samples / 1e9
+    return (f"Arithmetic (conv and linear layers, 2 FLOPs a multiply-add): the forward pass {gflop * forward:.1f} "
+            f"GFLOP over the {samples:,} samples, the input gradients {gflop * (forward - first):.1f} (none "
+            f"for the layers reading the data), the weight gradients {gflop * forward:.1f}. The naive "
+            f"epoch does all three, {flops:.1f} GFLOP; so does one closed-form importance pass, its per-sample "
+            "products having the weight gradients' multiplies (ewc:expected: one pass per class but one, here one). "
+            f"Rates reached: the epoch {flops / epoch:.0f} GFLOP/s, the importances {rates} GFLOP/s "
+            "(BatchNorm, activations, copies and the optimizer not counted).")
+
+
 # --- 3. whole run -------------------------------------------------------------------------------------------
 def measure_runs(names: list[str], data_dir: str, out: str, fraction: float, repeats: int,
                  wait: float) -> tuple[dict[str, list[float]], Block]:
@@ -401,12 +442,14 @@ def main(argv: list[str] | None = None) -> int:
                 costs, epochs, samples, block = measure_importance(conv_names, args.data_dir, out, conv_fraction,
                                                                    args.warm_steps, repeats, wait, model=model)
                 table, reading = importance_table(costs, epochs, samples)
+                forward, first, _ = layer_arithmetic("naive", args.data_dir, out, conv_fraction, model)
                 conv_readings.append(f"{model}: {reading}")
                 conv_sections += [f"### Importance cost on `{model}` against one naive epoch", "",
                              "The same measurement on a conv backbone: Fashion-MNIST read at 3×32×32 "
                              f"(`data.rgb32`), the first task of split-fmnist at train fraction {conv_fraction} "
                              f"({samples:,} samples), batch 128, Adam lr 1e-3. Median of {repeats}, interleaved. "
-                             f"Block: {block.describe()}.", "", table, "", reading, ""]
+                             f"Block: {block.describe()}.", "", table, "", reading, "",
+                             arithmetic_note(forward, first, samples, statistics.median(epochs), costs), ""]
                 log(table)
         if "run" not in skip:
             log(f"3. whole runs: {', '.join(names)}")
