@@ -367,19 +367,21 @@ def _summed_layer(module, a, delta, transform) -> dict[str, torch.Tensor]:
 
 def _summed_conv(conv, a, delta, transform) -> dict[str, torch.Tensor]:
     """``_summed_layer`` of a conv: each sample's input windows against its output gradient, a chunk of samples
-    (within CLOSED_FORM_BYTES) at a time. The batch is padded once and its windows read through one strided view;
-    every chunk's windows and gradients go into the same two buffers (fresh big tensors cost page faults)."""
+    (within CLOSED_FORM_BYTES) at a time, in buffers that every chunk reuses (fresh big tensors cost page faults)."""
     n, (out_channels, in_per_group, kh, kw), groups = a.shape[0], conv.weight.shape, conv.groups
-    windows = _window_view(conv, _padded(conv, a))  # (n, groups, rows, columns, kh, kw, C_in/groups)
-    shape = windows.shape[1:]
+    ph, pw = (0, 0) if conv.padding == "valid" else conv.padding
+    shape = _window_view(conv, _padded(conv, a[:1])).shape[1:]  # (groups, rows, columns, kh, kw, C_in/groups)
     positions, size = shape[1] * shape[2], kh * kw * in_per_group
     d = delta.permute(0, 2, 3, 1).reshape(n, positions, groups, -1).permute(0, 2, 3, 1)  # a view if channels last
-    chunk = min(n, max(1, CLOSED_FORM_BYTES // (4 * size * (out_channels + groups * positions))))
-    cols, grads = a.new_empty(chunk, groups, positions, size), a.new_empty(chunk, *d.shape[1:3], size)
-    total = None
+    per_sample = a[0].numel() + size * (out_channels + groups * positions)  # input, windows, gradient
+    chunk = min(n, max(1, CLOSED_FORM_BYTES // (4 * per_sample)))
+    cols, grads, total = a.new_empty(chunk, groups, positions, size), a.new_empty(chunk, *d.shape[1:3], size), None
+    padded = _padded(conv, torch.zeros_like(a[:chunk]))  # its borders stay zero, chunk after chunk
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        cols[:m].view(m, *shape).copy_(windows[start : start + m])
+        if ph or pw:
+            padded[:m, :, ph : padded.shape[2] - ph, pw : padded.shape[3] - pw].copy_(a[start : start + m])
+        cols[:m].view(m, *shape).copy_(_window_view(conv, padded[:m] if ph or pw else a[start : start + m]))
         torch.matmul(d[start : start + m], cols[:m], out=grads[:m])
         total = _accumulate(total, grads[:m], transform)
     weight = total.view(out_channels, kh, kw, in_per_group).permute(0, 3, 1, 2)  # the weight's layout
