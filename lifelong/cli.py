@@ -292,9 +292,12 @@ def _default_text(default: Any) -> str:
 
 def _int_list(text: str, flag: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{flag} expects comma-separated integers, got '{text}'") from None
+        raise UserError(f"{flag} expects comma-separated integers, got '{text[:200]}'") from None
+    if not values:
+        raise UserError(f"{flag} expects comma-separated integers, got '{text[:200]}' (e.g. {flag} 0,1,2)")
+    return values
 
 
 def _experiment(args: argparse.Namespace):
@@ -316,11 +319,11 @@ def _experiment(args: argparse.Namespace):
             merge(base, key.split("."), getattr(args, flag))
     for assignment in args.set:
         merge(base, *parse_set(assignment))
-    if args.seeds:
+    if args.seeds is not None:
         exp["seeds"] = _int_list(args.seeds, "--seeds")
     if args.references:
         exp["references"] = True
-    if args.order_sweep:
+    if args.order_sweep is not None:
         exp["order_sweep"] = {"task": _int_list(args.order_sweep, "--order-sweep")}
     return experiment_from_dict(exp)
 

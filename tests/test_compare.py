@@ -69,6 +69,15 @@ def test_seeds_and_variants_must_be_given_and_distinct(tiny, extra, message):
         experiment(tiny, **extra)
 
 
+
+@pytest.mark.parametrize("flag, value", [("--seeds", ""), ("--seeds", ","), ("--order-sweep", " ")])
+def test_cli_refuses_an_empty_integer_list(flag, value, tmp_path, capsys):
+    """An empty --seeds or --order-sweep is an error naming the flag, not silently the default."""
+    assert main(["compare", "--methods", "naive", flag, value, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flag} expects comma-separated integers" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.glob("compare-*"))
+
 def test_cli_refuses_a_seed_given_twice(tmp_path, capsys):
     (tmp_path / "exp.yml").write_text("variants: [{name: a, set: {method: naive}}]\nseeds: [1, 2, 1]\n")
     for args in (["--methods", "naive", "--seeds", "0,0"], ["--config", str(tmp_path / "exp.yml")]):
