@@ -39,7 +39,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if isinstance(name, torch.device):
         return name
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise UserError("device 'cuda' was requested but no CUDA GPU is available; use device cpu or auto "
+                        "(--device on the command line)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

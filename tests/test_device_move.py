@@ -141,3 +141,14 @@ def test_the_simulated_device_refuses_mixed_operations():
         assert (x + torch.tensor(1.0)).device == TARGET  # a CPU scalar mixes in, as on CUDA
         with pytest.raises(RuntimeError, match="mixes"):
             x + torch.ones(3)
+
+
+def test_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    """Asking for CUDA on a machine without one says so in one line, in words that fit the API and the CLI."""
+    from lifelong.errors import UserError
+    from lifelong.learner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU is available; use device cpu or auto"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
