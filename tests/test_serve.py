@@ -199,6 +199,18 @@ def png(width, height):
     return buffer.getvalue()
 
 
+def png_header(width, height):
+    """A PNG that only declares its size (no pixel data): what a decompression bomb starts with."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def bad_requests(x):
     image = x[0, 0].tolist()
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -219,6 +231,8 @@ def bad_requests(x):
         ("/predict", {"json": {"images": ["%%%"]}}, 422, "not base64"),
         ("/predict", {"json": {"images": [base64.b64encode(b"GIF89a....").decode()]}}, 422, "PNG or JPEG"),
         ("/predict", {"content": png(200, 200), "headers": {"Content-Type": "image/png"}}, 413, "pixels"),
+        ("/predict", {"content": png_header(100_000, 100_000), "headers": {"Content-Type": "image/png"}}, 413,
+         "pixels"),  # beyond Pillow's own limit, which refuses the file as it opens it
         ("/predict", {"json": {"inputs": [image] * 257}}, 413, "limit is 256"),
         ("/predict", {"content": b"[" * 3_000_000, "headers": {"Content-Type": "application/json"}}, 413, "limit"),
         ("/predict", {"content": iter([b"[" * 2**20] * 3), "headers": {"Content-Type": "application/json"}}, 413,
@@ -321,3 +335,111 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "c.yml").write_text("method: naive\n")
     assert main(["serve", "--config", str(tmp_path / "c.yml"), "--set", "nope=1"]) == 2
     assert "unknown serve setting 'nope'" in capsys.readouterr().err
+
+
+def test_feature_values_beyond_float32_are_refused():
+    """A value that float32 cannot hold would be stored as infinity: refused like NaN, before the journal."""
+    from lifelong.serve.inputs import BadInput, Shape
+
+    shape = Shape((3, 1, 1), "float32", 100)
+    assert shape.arrays([[1.0, -2.0, 3e38]]).dtype == np.float32
+    for value in (1e300, -1e39, float("nan")):
+        with pytest.raises(BadInput, match="finite float32"):
+            shape.arrays([[1.0, value, 0.0]])
+
+
+def test_a_failed_idle_publication_stops_the_learner_visibly(tmp_path, data, monkeypatch):
+    """Whatever fails in the learner thread (here: publishing when idle) is reported by /status and /healthz;
+    the thread never dies silently."""
+    x, y, _, _ = data
+    server = Server(tmp_path, quickstart_config("runs", method="naive"), publish_every=10_000)
+    try:
+        def broken():
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(server.service, "_offer", broken)
+        server.learn(*of_classes(x, y, [0, 1], 40))
+        deadline = time.monotonic() + 30
+        while "stopped" not in server.status()["learner"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.status()["learner"].startswith("stopped: RuntimeError: disk on fire")
+        assert server.client.get("/healthz").json()["learner"] == "stopped"
+        assert server.service.thread.is_alive()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("classes", [[0, 1, 2, 3], [4, 5]])
+def test_a_stream_that_mixes_or_skips_tasks_keeps_learning(tmp_path, data, classes):
+    """Class-incremental: a first batch holding two tasks' classes learns the first task's samples before moving
+    on (MAS consolidates on them); samples of a later task first end the skipped tasks with nothing to consolidate.
+    Either way the learner keeps learning, also after a restart."""
+    x, y, _, _ = data
+    config = quickstart_config("runs", method="mas")
+    server = Server(tmp_path, config)
+    try:
+        picked_x, picked_y = of_classes(x, y, classes, 120)
+        order = np.random.default_rng(0).permutation(len(picked_y))
+        server.learn(picked_x[order], picked_y[order])
+        status = server.settled()
+        assert status["learner"] == "learning" and status["task"] == max(classes) // 2
+        assert status["positions"]["learned"] == status["positions"]["journal"]
+    finally:
+        server.close()
+    again = Server(tmp_path, config)
+    try:
+        assert again.settled()["learner"] == "learning"
+    finally:
+        again.close()
+
+
+def test_a_new_journal_is_learnt_from_its_start(tmp_path, data):
+    """The journal moved away (as its error message advises): the next start learns every sample of the new
+    one, rather than skipping as many as the old one had."""
+    x, y, _, _ = data
+    config = quickstart_config("runs", method="naive")
+    server = Server(tmp_path, config)
+    try:
+        server.learn(*of_classes(x, y, [0, 1], 100))
+        assert server.settled()["positions"]["learned"] > 50
+        journal = server.service.journal.path
+    finally:
+        server.close()
+    for suffix in ("", "-wal", "-shm"):
+        old = journal.with_name(journal.name + suffix)
+        if old.exists():
+            old.rename(old.with_name(old.name + ".old"))
+    server = Server(tmp_path, config)
+    try:
+        assert server.status()["positions"]["learned"] == 0
+        server.learn(*of_classes(x, y, [0, 1], 30))
+        status = server.settled()
+        assert status["positions"]["learned"] == status["positions"]["journal"]
+        assert status["samples"]["learned"] == status["samples"]["accepted"] - status["samples"]["canary"]
+    finally:
+        server.close()
+
+
+def test_rolling_forward_without_relearning_never_learns_a_sample_twice(tmp_path, data):
+    """Back to version 0 with relearn, then to the newest version before the learner caught up: the learner
+    continues after what that version learnt, and reports nothing skipped."""
+    x, y, _, _ = data
+    server = Server(tmp_path, quickstart_config("runs", method="naive"), publish_every=32)
+    try:
+        server.learn(*of_classes(x, y, [0, 1], 100))
+        server.settled()
+        service = server.service
+        newest = max(service.versions.published())
+        learnt = int(service.versions.info(newest)["journal_pos"])
+        service.stop(publish=False)  # the learner must not catch up between the two rollbacks
+        service.journal = type(service.journal)(service.journal.path, service.journal.shape,
+                                                str(service.journal.dtype), 10, 10)
+        assert service.rollback(0, relearn=True)["skipped"] is None and service.pos == 0
+        reply = service.rollback(newest, relearn=False)
+        assert reply["skipped"] is None and service.pos == learnt
+        assert service.versions.current()["resume_pos"] == learnt
+    finally:
+        server.client.close()
+        server.server.should_exit = True
+        server.thread.join(10)
+        server.service.journal.close()

@@ -142,7 +142,8 @@ def make_app(service: Service, token: str) -> Counted:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": service.served.version, "learner": "stopped" if service.error else "ok"}
+        return {"ok": True, "version": service.served.version,
+                "learner": "stopped" if service.learner_state().startswith("stopped") else "ok"}
 
     return Counted(app, telemetry, {route.path for route in app.routes})
 

@@ -81,9 +81,11 @@ class Shape:
             if array.size and (array.min() < 0 or array.max() > 255):
                 raise BadInput(f"pixels must lie in 0..255, got {array.min()}..{array.max()}")
             return array.astype(np.uint8)
-        if not np.isfinite(array).all():
-            raise BadInput("inputs must be finite numbers (no NaN or infinity)")
-        return array.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes infinity, refused just below
+            values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise BadInput("inputs must be finite float32 numbers (no NaN or infinity, magnitudes below 3.4e38)")
+        return values
 
     def image(self, data: bytes, what: str = "the image") -> np.ndarray:
         """One PNG or JPEG file → a (C, H, W) uint8 row, converted to the model's channels and resized like an
@@ -99,7 +101,10 @@ class Shape:
                 converted = image.convert("L" if c == 1 else "RGB")
         except BadInput:
             raise
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:  # Pillow's own limit, checked as it opens the file
+            raise BadInput(f"{what} has more pixels than the limit {min(self.max_image_pixels, _pillow_limit())}",
+                           413) from None
+        except (OSError, ValueError, SyntaxError):
             raise BadInput(f"{what} is not a readable PNG or JPEG file") from None
         if converted.size != (w, h):
             converted = converted.resize((w, h), Image.Resampling.BILINEAR)
@@ -179,3 +184,8 @@ def query_int(params: Any, name: str) -> int | None:
     if value < 0:
         raise BadInput(f"query parameter {name} must be 0 or more, got {value}")
     return value
+
+
+def _pillow_limit() -> int:
+    """The pixel count beyond which Pillow refuses to open an image (twice its warning limit)."""
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**62

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class Journal:
             self.db.execute("INSERT INTO meta VALUES ('layout', ?)", (layout,))
         elif found[0] != layout:
             raise UserError(f"the journal '{self.path}' holds rows {found[0]}, not this model's {layout}")
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (uuid.uuid4().hex,))
+        self.id: str = self.db.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()[0]  # which journal
 
     def append(self, tasks: list[int], labels: list[int], rows: np.ndarray) -> list[int]:
         """Commit the samples in one transaction; returns their positions (after the commit is synced)."""

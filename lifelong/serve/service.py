@@ -68,6 +68,9 @@ class Service:
         self.served = self._load(current["version"])
         self.trainer = Trainer(self.models.load(self.versions.state(current["version"])), self.models, self.journal)
         self.pos = int(current["resume_pos"])  # journal position of the last sample the trainer learnt
+        if current.get("journal", self.journal.id) != self.journal.id or self.pos > self.journal.last():
+            self.pos = 0  # a new journal (the old one moved away): every sample in it is new to the learner
+            self.versions.set_current(current["version"], 0, self.journal.id)
         self.known = set(self.served.info["known"])  # canary classes the trainer has learnt
         self.space = LabelSpace(benchmark, self.trainer.reached())
         self.guard = Guard(self.journal, settings.guard, self.space.key)
@@ -95,9 +98,10 @@ class Service:
             state.update(method=ckpt["method"], task=last, tasks_done=last, epoch=1, collected=[])
             learner.restore(state)
             known, origin = self.space_keys(last), f"the final state of the run in {self.directory}"
-        info = {"parent": None, "journal_pos": 0, "known": sorted(known), "created": time.time(), "origin": origin}
+        info = {"parent": None, "journal_pos": 0, "journal": self.journal.id, "known": sorted(known),
+                "created": time.time(), "origin": origin}
         self.versions.write(0, Models.dump(learner), learner.model, info)
-        self.versions.set_current(0, 0)
+        self.versions.set_current(0, 0, self.journal.id)
 
     def space_keys(self, upto: int) -> set[str]:
         return LabelSpace(self.models.benchmark, upto).all_keys(upto)
@@ -112,6 +116,9 @@ class Service:
         served = self.served  # one read: this request sees one complete version
         task = self.space.predict_task(task, Models.reached(served.learner))
         probs = torch.softmax(self.models.scores(served.learner, torch.from_numpy(rows), task).float(), 1)
+        if not bool(torch.isfinite(probs).all()):
+            raise BadInput("the model's scores for these inputs are not finite numbers (values this large overflow "
+                           "the network); send inputs on the scale of its training data")
         classes = probs.argmax(1).tolist()
         named = task if task is not None else max(Models.reached(served.learner), 0)
         return {"version": served.version, "classes": classes,
@@ -142,13 +149,19 @@ class Service:
             skipped_from = self.pos
             self.trainer = Trainer(self.models.load(self.versions.state(number), f"version {number}"), self.models,
                                    self.journal)
-            resume = int(served.info["journal_pos"]) if relearn else self.pos
-            self.versions.set_current(number, resume)
+            learnt = self._journal_pos(served.info)
+            resume = learnt if relearn else max(self.pos, learnt)  # never learn a sample twice into one state
+            self.versions.set_current(number, resume, self.journal.id)
             self.pos, self.known, self.since = resume, set(served.info["known"]), 0
             self.served = served
             self.error = None
-        return {"version": number, "relearn": relearn,
-                "skipped": None if relearn else [int(served.info["journal_pos"]) + 1, skipped_from]}
+        skipped = None if relearn or skipped_from <= learnt else [learnt + 1, skipped_from]
+        return {"version": number, "relearn": relearn, "skipped": skipped}
+
+    def _journal_pos(self, info: dict[str, Any]) -> int:
+        """The journal position a version has learnt up to: 0 for one learnt from another journal."""
+        same = info.get("journal", self.journal.id) == self.journal.id
+        return int(info["journal_pos"]) if same else 0
 
     def status(self) -> dict[str, Any]:
         j = self.journal
@@ -156,7 +169,7 @@ class Service:
             served, pos = self.served, self.pos
             if self.canary_report.get("version") != served.version:
                 self._report_canaries()
-            published = int(served.info["journal_pos"])
+            published = self._journal_pos(served.info)
             samples = {"accepted": j.count(), "canary": j.count(canary=True),
                        "learned": j.count(upto=pos, canary=False), "published": j.count(upto=published, canary=False),
                        "queued": j.count(after=pos, canary=False), "since_candidate": self.since}
@@ -167,11 +180,21 @@ class Service:
             "task": task, "method": self.trainer.learner.method.name, "scenario": self.space.scenario,
             "canary_accuracy": report.get("accuracy", {}), "canary_counts": report.get("counts", {}),
             "last_verdict": report.get("verdict"), "last_refusal": self.last_refusal,
-            "learner": "stopped: " + self.error if self.error else "learning" if self.thread else "not started",
+            "learner": self.learner_state(),
             "publish_every": self.settings.publish_every, "max_drop": self.settings.guard.max_drop,
         }
 
     # --- the learner thread ---
+    def learner_state(self) -> str:
+        """'learning', 'not started', or 'stopped: why'."""
+        if self.error:
+            return "stopped: " + self.error
+        if self.thread is None:
+            return "not started"
+        if not self.thread.is_alive() and not self.stopping.is_set():
+            return "stopped: the learner thread ended unexpectedly; the samples stay queued (restart to retry)"
+        return "learning"
+
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="lifelong-learner", daemon=True)
         self.thread.start()
@@ -190,18 +213,17 @@ class Service:
     def _run(self) -> None:
         if self.settings.threads is not None:
             torch.set_num_threads(self.settings.threads)
+        idle = self.settings.publish_idle_s
         while not self.stopping.is_set():
             try:
                 with self.lock:
                     learnt = self.error is None and self._step()
+                    if not learnt and self.since and idle and time.monotonic() - self.last_learnt >= idle:
+                        self._publish()  # an idle publication fails like a step: recorded, never a dead thread
             except Exception as err:  # a bug or a diverged method: stop learning, keep serving, keep the queue
                 self.error = f"{type(err).__name__}: {str(err)[:200]}; the samples stay queued (restart to retry)"
                 learnt = False
             if not learnt:
-                idle = self.settings.publish_idle_s
-                if self.since and idle and time.monotonic() - self.last_learnt >= idle and self.error is None:
-                    with self.lock:
-                        self._publish()
                 self.wake.wait(0.5 if not idle else min(0.5, idle))
                 self.wake.clear()
 
@@ -219,8 +241,10 @@ class Service:
         if not samples:
             return False
         if self.space.scenario == "task":  # one task per batch: each task has its own head
-            samples = [s for s in samples[: next((i for i, s in enumerate(samples) if s.task != samples[0].task),
-                                                 len(samples))]]
+            samples = samples[: next((i for i, s in enumerate(samples) if s.task != samples[0].task), len(samples))]
+        else:  # the samples before a later task's first one are learnt (and consolidated) with their own task
+            limit = max(self.trainer.reached(), samples[0].task)
+            samples = samples[: next((i for i, s in enumerate(samples) if s.task > limit), len(samples))]
         self.trainer.advance(max(s.task for s in samples), self.pos)
         self.last_loss = self.trainer.learn(samples, self.settings.steps_per_batch)
         self.pos = samples[-1].pos
@@ -275,11 +299,11 @@ class Service:
             return
         state = Models.dump(candidate)
         number = max(self.versions.published()) + 1
-        info = {"parent": served.version, "journal_pos": self.pos, "known": sorted(self.known),
-                "created": time.time(), "origin": "learnt from the journal", "guard": verdict.reason,
-                "canary_accuracy": verdict.candidate}
+        info = {"parent": served.version, "journal_pos": self.pos, "journal": self.journal.id,
+                "known": sorted(self.known), "created": time.time(), "origin": "learnt from the journal",
+                "guard": verdict.reason, "canary_accuracy": verdict.candidate}
         self.versions.write(number, state, candidate.model, info)
-        self.versions.set_current(number, self.pos)
+        self.versions.set_current(number, self.pos, self.journal.id)
         self.served = Served(number, candidate, {"version": number, **info})
         self.published_total += 1
         self._report_canaries(verdict)

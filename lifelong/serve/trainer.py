@@ -36,7 +36,8 @@ class Trainer:
                 task = learner.task
                 rows, labels = self.journal.task_rows(task.id, pos)
                 arrays = ImageArrays(torch.from_numpy(rows), torch.tensor(labels, dtype=torch.int64) - task.label_offset)
-                learner.finish_task(TaskView(task, arrays, self.models.device))
+                # a task none of whose samples was learnt (the client skipped it) has nothing to consolidate
+                learner.finish_task(TaskView(task, arrays, self.models.device), told=len(labels) > 0)
             task = self.tasks[learner.tasks_done]
             self.mixed = learner.start_task(task, self.models.views[: task.id + 1])[1:]
             learner.start_epoch(self.models.views[task.id], 0)

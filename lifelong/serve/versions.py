@@ -79,7 +79,8 @@ class Versions:
             raise UserError(f"version {number} has no readable {store.CHECKPOINT_FILE} in '{self.folder}'") from None
 
     def current(self) -> dict[str, Any] | None:
-        """{"version", "resume_pos"}: the served version and the journal position the learner continues after."""
+        """{"version", "resume_pos", "journal"}: the served version, and the journal position the learner continues
+        after in the journal of that id (no id: written before ids were kept)."""
         path = self.root / CURRENT_FILE
         if not path.is_file():
             return None
@@ -91,8 +92,9 @@ class Versions:
                             f"'{self.folder}'") from None
         return current
 
-    def set_current(self, number: int, resume_pos: int) -> None:
-        store.write_json(self.root / CURRENT_FILE, {"version": number, "resume_pos": resume_pos})
+    def set_current(self, number: int, resume_pos: int, journal: str) -> None:
+        """Serve version ``number``; the learner continues after position ``resume_pos`` of journal ``journal``."""
+        store.write_json(self.root / CURRENT_FILE, {"version": number, "resume_pos": resume_pos, "journal": journal})
 
     def prune(self, keep: int, served: int) -> None:
         """Delete the oldest versions beyond ``keep``, never the served one."""
