@@ -88,6 +88,34 @@ def test_class_balanced_memory_keeps_offered_rows_in_arrival_order():
     assert sorted(held.raw[held.targets == 1].flatten().tolist()) == [10, 11]  # the first two of class 1
 
 
+
+def test_class_balanced_memory_counts_a_class_per_task_where_targets_repeat():
+    """Task- and domain-incremental targets are each task's own 0..k-1: the balance is over (task, target) pairs,
+    so a later task's rows are kept rather than refused as more of classes already held."""
+    memory = Memory(40, CPU, seed=0, policy="balanced")
+    for task in range(4):
+        targets = torch.arange(100) % 2
+        memory.add(MemoryRows(torch.zeros(100, 1, dtype=torch.int16), targets, torch.full((100,), task)))
+    held = memory.rows()
+    assert torch.bincount(held.task_ids, minlength=4).tolist() == [10, 10, 10, 10]
+    pairs = torch.bincount(held.task_ids * 2 + held.targets, minlength=8)
+    assert pairs.tolist() == [5] * 8
+
+
+def test_class_balance_over_global_targets_is_unchanged_by_the_task_ids():
+    """Class-incremental targets are global (task t's lie above task t-1's): keying classes by (task, target)
+    gives the same rows, draw for draw, as keying them by target alone."""
+    def fill(task_of):
+        memory = Memory(10, CPU, seed=3, policy="balanced")
+        g = torch.Generator().manual_seed(5)
+        for start in range(0, 120, 12):
+            targets = torch.randint(0, 6, (12,), generator=g)
+            raw = torch.arange(start, start + 12).view(-1, 1).short()
+            memory.add(MemoryRows(raw, targets, task_of(targets)))
+        return memory.rows().raw.flatten().tolist()
+
+    assert fill(lambda t: t // 2) == fill(lambda t: torch.zeros_like(t))
+
 def test_rank_within_class():
     assert rank_within_class(torch.tensor([3, 1, 3, 3, 1, 0])).tolist() == [0, 0, 1, 2, 1, 0]
 

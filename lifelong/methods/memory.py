@@ -107,7 +107,8 @@ class Memory:
         self._write(slot.to(self.device), rows, keep.to(rows.targets.device))
 
     def _add_balanced(self, rows: MemoryRows) -> None:
-        """Greedy class balance (GDumb) decided per batch: fill free slots first; when full, the classes' counts
+        """Greedy class balance (GDumb) decided per batch, a class being a (task, target) pair: fill free slots
+        first; when full, the classes' counts
         become the water-filled balance of (held + offered), offered rows kept in their order, surplus rows of
         the largest classes evicted at random."""
         b = len(rows.targets)
@@ -119,17 +120,21 @@ class Memory:
             self.count += free
         if free == b:
             return
-        offered = rows.targets[free:].to(self.device)
-        classes = int(max(int(offered.max()), int(self.targets.max()))) + 1
-        held = torch.bincount(self.targets, minlength=classes)
+        targets, task_ids = rows.targets[free:].to(self.device), rows.task_ids[free:].to(self.device)
+        # a class is a (task, target) pair: task- and domain-incremental targets repeat from task to task (where
+        # targets are global, the pairs keep the targets' order, so class-incremental balance is unchanged)
+        width = int(max(int(targets.max()), int(self.targets.max()))) + 1
+        stored, offered = self.task_ids * width + self.targets, task_ids * width + targets
+        classes = int(max(int(offered.max()), int(stored.max()))) + 1
+        held = torch.bincount(stored, minlength=classes)
         incoming = torch.bincount(offered, minlength=classes)
         target = balanced_counts(held + incoming, self.size, self.generator)
         accept = (target - held).clamp_min(0)
         evict = (held - target).clamp_min(0)
         new_rows = (rank_within_class(offered) < accept[offered]).nonzero().squeeze(1)
         shuffled = torch.randperm(self.size, generator=self.generator).to(self.device)
-        order = shuffled[torch.sort(self.targets[shuffled], stable=True).indices]  # by class, random within
-        old_slots = order[rank_within_class(self.targets[order]) < evict[self.targets[order]]]
+        order = shuffled[torch.sort(stored[shuffled], stable=True).indices]  # by class, random within
+        old_slots = order[rank_within_class(stored[order]) < evict[stored[order]]]
         self._write(old_slots, rows, (new_rows + free).to(rows.targets.device))
 
     # --- reading ---
