@@ -384,3 +384,39 @@ def test_cli_bad_source_exits_2_with_one_line(tmp_path, capsys):
     code = main(["run", "--out", str(tmp_path), "--set", f"data.source.path={tmp_path / 'missing.csv'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "missing.csv does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_pandas_unnamed_index_columns_are_not_features(tmp_path):
+    """pandas writes an unnamed index (after a filter, say) as '__index_level_0__'; it reads it back as the index,
+    and so must this reader: as a feature it would leak the row order (sorted by label, a perfect predictor)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lifelong.data.tables import read_parquet
+
+    table = pa.table({"a": [0.5, 0.1, 0.9, 0.3], "label": ["x", "x", "y", "y"], "__index_level_0__": [7, 8, 9, 10]})
+    pandas = {"index_columns": ["__index_level_0__"], "columns": [], "pandas_version": "2"}
+    table = table.replace_schema_metadata({b"pandas": json.dumps(pandas).encode()})
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert list(read_parquet(tmp_path / "t.parquet")) == ["a", "label"]
+    pq.write_table(table.replace_schema_metadata(None), tmp_path / "plain.parquet")  # no pandas: a plain column
+    assert "__index_level_0__" in read_parquet(tmp_path / "plain.parquet")
+
+
+def test_task_and_class_keys_of_the_test_split_do_not_collide(tmp_path):
+    """Task 1 with class '12' and task 11 with class '2' are two keys (tasks are numbered in order): each of the
+    pairs below keeps one of its two rows for training."""
+    pairs = [(f"m{t:02d}", str(t + 20)) for t in range(12)]  # a class of its own for the other tasks
+    pairs += [("m01", f"1{c}") for c in range(6)] + [("m11", str(c)) for c in range(6)]  # "1"+"1c" = "11"+"c"
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["f", "month", "label"])
+        for i, (month, label) in enumerate(pairs * 2):
+            writer.writerow([i, month, label])
+    benchmark = build_benchmark(DataConfig(source={"path": str(tmp_path / "t.csv"), "task_column": "month",
+                                                   "test_split": 0.5}, normalize=False, validation=0.0), 0)
+    for task in benchmark.tasks:
+        train, test = task.train.labels.tolist(), task.test.labels.tolist()
+        assert sorted(train) == sorted(test) == sorted(set(train)), task.name  # one row of each class each

@@ -63,7 +63,9 @@ def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpl
                             f"{bad[0] + 1}); each row's split must be train or test")
         test = split == "test"
     else:
-        keys = label.astype(str) if groups is None else np.char.add(groups.astype(str), "\0" + label.astype(str))
+        keys = label.astype(str)
+        if groups is not None:  # (task, class): a separator numpy keeps ("\0" vanished: task 1 + "12" = task 11 + "2")
+            keys = np.char.add(np.char.add(groups.astype(str), "\x1f"), keys)
         test = holdout(np.where(keep, keys, "\0left out"), source.test_split)
     train_rows, test_rows = np.flatnonzero(keep & ~test), np.flatnonzero(keep & test)
     class_names, (train_y, test_y) = class_ids([label[train_rows], label[test_rows]], f"the labels of {path}")
@@ -215,6 +217,8 @@ def read_parquet(path: Path) -> dict[str, Column]:
         raise UserError(f"{path} is not a readable Parquet file ({reason}); write it again") from None
     if table.num_rows == 0:
         raise UserError(f"{path} has no rows; give one row per sample")
+    index = (table.schema.pandas_metadata or {}).get("index_columns", [])  # what pandas wrote with index=True
+    table = table.drop_columns([n for n in index if isinstance(n, str) and re.fullmatch(r"__index_level_\d+__", n)])
     columns = {}
     for name, column in zip(table.column_names, table.columns):
         nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)) if column.null_count else []
