@@ -462,6 +462,8 @@ def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
     node = base
     for part in path[:-1]:
         child = node.setdefault(part, {})
+        if part == "source" and isinstance(child, str):  # the shorthand data.source=PATH is {path: PATH}
+            child = node[part] = {"path": child}
         if not isinstance(child, dict):
             raise UserError(f"cannot set '{'.'.join(path)}': '{part}' is a value, not a section")
         node = child

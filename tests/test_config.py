@@ -117,3 +117,13 @@ def test_method_revision_makes_earlier_run_directories_stale(monkeypatch):
     assert after != before
     monkeypatch.setattr(METHODS["ewc"], "revision", 3)
     assert build_config({"method": "ewc", "seed": 3}).fingerprint() not in (before, after)
+
+
+def test_the_source_path_shorthand_takes_sub_options_after_it():
+    """--set data.source=PATH is short for {path: PATH}; a later --set data.source.size=8 adds to it."""
+    from lifelong.config import merge, parse_set
+
+    raw: dict = {}
+    for assignment in ("data.source=imgs", "data.source.size=8"):
+        merge(raw, *parse_set(assignment))
+    assert raw == {"data": {"source": {"path": "imgs", "size": 8}}}

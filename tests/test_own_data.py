@@ -420,3 +420,22 @@ def test_task_and_class_keys_of_the_test_split_do_not_collide(tmp_path):
     for task in benchmark.tasks:
         train, test = task.train.labels.tolist(), task.test.labels.tolist()
         assert sorted(train) == sorted(test) == sorted(set(train)), task.name  # one row of each class each
+
+
+def test_16_bit_grey_pngs_keep_their_contrast(tmp_path):
+    """A 16-bit PNG is scaled to 8 bits (its top byte), not clipped to white by PIL's conversion."""
+    from lifelong.data.readers import _load_image
+
+    values = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    for mode in ("L", "RGB"):
+        read = _load_image(tmp_path / "deep.png", (8, 8), mode)
+        grey = read if mode == "L" else read[..., 0]
+        assert np.array_equal(grey, (values >> 8).astype(np.uint8)), mode
+
+
+def test_channel_first_npz_images_are_refused_with_the_fix(tmp_path):
+    x = np.zeros((6, 3, 16, 16), dtype=np.uint8)
+    np.savez(tmp_path / "nchw.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x, y_test=np.arange(6) % 2)
+    with pytest.raises(UserError, match=r"looks channel-first; save images as N×H×W×C"):
+        build_benchmark(DataConfig(source={"path": str(tmp_path / "nchw.npz")}), 0)

@@ -221,6 +221,9 @@ def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
 def _rows(x: np.ndarray, key: str, path: Path) -> torch.Tensor:
     """uint8 images N×H×W or N×H×W×C → (N, C, H, W); numeric features N×D → float32 (N, D, 1, 1)."""
     if x.dtype == np.uint8 and x.ndim in (3, 4):
+        if x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[3] not in (1, 3, 4):
+            raise UserError(f"{key} of {path} has the shape {list(x.shape)}, which looks channel-first; save images "
+                            "as N×H×W×C (x.transpose(0, 2, 3, 1))")
         images = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         return torch.from_numpy(np.ascontiguousarray(images))
     if x.ndim == 2 and (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) \

@@ -271,6 +271,8 @@ def _load_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray | No
     """One image as a uint8 array in PIL `mode` at `size` (W, H), or None if the file cannot be decoded."""
     try:
         with Image.open(path) as image:
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: convert would clip at 255
+                image = Image.fromarray(np.clip(np.asarray(image).astype(np.int64) >> 8, 0, 255).astype(np.uint8), "L")
             converted = image.convert(mode)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
