@@ -439,3 +439,16 @@ def test_channel_first_npz_images_are_refused_with_the_fix(tmp_path):
     np.savez(tmp_path / "nchw.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x, y_test=np.arange(6) % 2)
     with pytest.raises(UserError, match=r"looks channel-first; save images as N×H×W×C"):
         build_benchmark(DataConfig(source={"path": str(tmp_path / "nchw.npz")}), 0)
+
+
+def test_a_class_only_in_the_test_split_of_a_task_column_table_is_refused(tmp_path):
+    """With a task column as without one: a class that has test rows but no training rows is an error."""
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["f", "month", "split", "label"])
+        for i in range(24):
+            writer.writerow([i, f"m{i % 2}", "train" if i % 3 else "test", "ab"[i // 2 % 2]])
+        writer.writerow([99, "m1", "test", "e"])
+    source = {"path": str(tmp_path / "t.csv"), "task_column": "month", "split_column": "split"}
+    with pytest.raises(UserError, match="class 'e' of .*t.csv has test samples but no training samples"):
+        build_benchmark(DataConfig(source=source, validation=0.0), 0)

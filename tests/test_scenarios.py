@@ -82,11 +82,20 @@ def test_domain_incremental_needs_equal_class_counts():
         scenarios.finalize(tasks, "domain", seed=0)
 
 
+def test_the_validation_split_never_takes_a_class_last_training_row():
+    """Validation takes at least one row of each class with two or more, and never a class's last one: a class
+    with a single row keeps it for training (before, it was held out and the class never trained)."""
+    tasks = scenarios.split_classes(toy_dataset(n_per_class=2), [[0, 1], [2, 3]])
+    for task in scenarios.finalize(tasks, "task", seed=0, validation=0.99):
+        assert sorted(task.train.labels.tolist()) == [0, 1] and sorted(task.val.labels.tolist()) == [0, 1]
+    one = [replace(tasks[0], train=tasks[0].train.subset(torch.tensor([0, 2])))]  # one row of each class
+    task = scenarios.finalize(one, "task", seed=0, validation=0.5)[0]
+    assert task.train.labels.numel() == 2 and task.val.labels.numel() == 0
+
+
 def test_a_task_without_training_rows_is_a_user_error():
     """Before, the loop divided by a zero epoch length (ZeroDivisionError) after writing the run directory."""
     tasks = scenarios.split_classes(toy_dataset(n_per_class=2), [[0, 1], [2, 3]])
-    with pytest.raises(UserError, match="task 1 has no training rows left of its 4 after data.validation=0.99"):
-        scenarios.finalize(tasks, "task", seed=0, validation=0.99)
     empty = [replace(tasks[0], train=tasks[0].train.subset(torch.arange(0))), tasks[1]]
     with pytest.raises(UserError, match="task 1 has no training rows; give it some"):
         scenarios.finalize(empty, "task", seed=0)

@@ -103,6 +103,7 @@ def _source(cfg: DataConfig, seed: int) -> list[Task]:
     """The user's data (``data.source``) cut by its task column, or into groups of classes."""
     dataset = own.read_source(cfg.source)
     if dataset.group_names is not None:
+        own.check_trained_classes(dataset, cfg.source.path)
         return scenarios.by_group(dataset)
     groups = own.class_groups(dataset, cfg.tasks, cfg.classes_per_task, cfg.source.path)
     return scenarios.split_classes(_rgb32(dataset, cfg), groups)

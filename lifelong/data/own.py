@@ -267,6 +267,15 @@ def class_groups(dataset: DatasetSplits, tasks: list[list[str | int]] | None, cl
     return groups
 
 
+def check_trained_classes(dataset: DatasetSplits, where: str) -> None:
+    """Every class with test samples has training samples (in some task): else it would be scored, never learnt."""
+    trained = set(dataset.train.labels.unique().tolist())
+    untrained = [c for c in dataset.test.labels.unique().tolist() if c not in trained]
+    if untrained:
+        raise UserError(f"class {dataset.class_names[untrained[0]]!r} of {where} has test samples but no training "
+                        "samples; add some, or drop its rows")
+
+
 def _class_id(item: str | int, names: list[str], where: str) -> int:
     """A class named in data.tasks: by name first, else by id (its position among the sorted class names)."""
     if str(item) in names:

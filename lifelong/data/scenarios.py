@@ -193,13 +193,16 @@ def to_rgb32(arrays: ImageArrays) -> ImageArrays:
     return ImageArrays(x.contiguous(), arrays.labels)
 
 
-def _stratified_pick(labels: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
-    """A boolean mask selecting ``fraction`` of each class (at least one sample per class)."""
+def _stratified_pick(labels: torch.Tensor, fraction: float, g: torch.Generator, leave_one: bool = False
+                     ) -> torch.Tensor:
+    """A boolean mask selecting ``fraction`` of each class (at least one sample per class; ``leave_one``: never a
+    class's last sample, so a held-out split cannot take all a class has to train on)."""
     pick = torch.zeros(labels.shape[0], dtype=torch.bool)
     for c in labels.unique():
         idx = (labels == c).nonzero().squeeze(1)
         idx = idx[torch.randperm(idx.numel(), generator=g)]
-        pick[idx[: max(1, round(fraction * idx.numel()))]] = True
+        count = max(1, round(fraction * idx.numel()))
+        pick[idx[: min(count, idx.numel() - 1) if leave_one else count]] = True
     return pick
 
 
@@ -224,25 +227,17 @@ def finalize(
     for i, task in enumerate(tasks):
         train, val = task.train, None
         if validation > 0:
-            held = _stratified_pick(train.labels, validation, g)
+            held = _stratified_pick(train.labels, validation, g, leave_one=True)
             val = train.subset(held.nonzero().squeeze(1))
             train = train.subset((~held).nonzero().squeeze(1))
         if train_fraction < 1.0:
             train = train.subset(_stratified_pick(train.labels, train_fraction, g).nonzero().squeeze(1))
-        _check_training_rows(i, task.train.labels.numel(), train.labels.numel(), validation, train_fraction)
+        if task.train.labels.numel() == 0:  # the picks above keep a row of every class that has one
+            raise UserError(f"task {i + 1} has no training rows; give it some (own data: a smaller "
+                            "data.source.test_split)")
         test = task.test
         if test_fraction < 1.0:
             test = test.subset(_stratified_pick(test.labels, test_fraction, g_test).nonzero().squeeze(1))
         out.append(replace(task, id=i, train=train, val=val, test=test, label_offset=offset if scenario == "class" else 0))
         offset += task.num_classes
     return out
-
-
-def _check_training_rows(index: int, before: int, left: int, validation: float, train_fraction: float) -> None:
-    """A task needs training rows: none to begin with, or none left after the validation split and the fraction."""
-    if before == 0:
-        raise UserError(f"task {index + 1} has no training rows; give it some (own data: a smaller "
-                        "data.source.test_split)")
-    if left == 0:
-        raise UserError(f"task {index + 1} has no training rows left of its {before} after data.validation={validation} "
-                        f"and data.train_fraction={train_fraction}; lower data.validation or raise data.train_fraction")

@@ -218,7 +218,8 @@ class Service:
             try:
                 with self.lock:
                     learnt = self.error is None and self._step()
-                    if not learnt and self.since and idle and time.monotonic() - self.last_learnt >= idle:
+                    if (not learnt and self.error is None and self.since and idle
+                            and time.monotonic() - self.last_learnt >= idle):
                         self._publish()  # an idle publication fails like a step: recorded, never a dead thread
             except Exception as err:  # a bug or a diverged method: stop learning, keep serving, keep the queue
                 self.error = f"{type(err).__name__}: {str(err)[:200]}; the samples stay queued (restart to retry)"
