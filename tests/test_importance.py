@@ -61,11 +61,12 @@ def test_chunking_does_not_change_the_result(net, monkeypatch):
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
-def test_folded_penalty_equals_the_sum_of_terms_in_value_and_gradient(net):
+@pytest.mark.parametrize("shift", [0.0, 0.7])  # 0.7: many importances negative (SI's Ω may be), A < 0 in places
+def test_folded_penalty_equals_the_sum_of_terms_in_value_and_gradient(net, shift):
     names = parameter_names(net)
     theta = flatten(net, names).detach()
     g = torch.Generator().manual_seed(1)
-    terms = [(c, torch.rand(theta.shape, generator=g), theta + torch.randn(theta.shape, generator=g))
+    terms = [(c, torch.rand(theta.shape, generator=g) - shift, theta + torch.randn(theta.shape, generator=g))
              for c in (2.0, 0.5, 1.0)]
     penalty = QuadraticPenalty()
     penalty.set_terms(names, terms)

@@ -107,7 +107,8 @@ class QuadraticPenalty:
         if weight is None:
             return
         self.names, self.weight, self.linear = list(names), weight, linear
-        self.center = torch.where(weight > 0, linear / weight.clamp_min(torch.finfo(weight.dtype).tiny), 0.0)
+        nonzero = weight != 0  # A may be negative (SI's Ω can be): m = B / A wherever A is not 0
+        self.center = torch.where(nonzero, linear / torch.where(nonzero, weight, 1.0), 0.0)
         self.constant = squares - (weight * self.center * self.center).sum()
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
