@@ -29,8 +29,9 @@ class RunLocked(UserError):
 
 
 def lock_path(run_dir: Path) -> Path:
-    """The lock file of a run directory: hidden, beside it (a run that fails to start leaves no directory)."""
-    run_dir = Path(run_dir)
+    """The lock file of a run directory: hidden, beside it (a run that fails to start leaves no directory). The
+    path is resolved first, so a symlink, `.` or `..` reaching the directory takes the same lock."""
+    run_dir = Path(run_dir).resolve()
     return run_dir.parent / f".{run_dir.name}.lock"
 
 

@@ -381,7 +381,7 @@ def resume(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its last checkpoint (or return its results if it finished)."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise UserError(f"resume needs a run directory's path, not {type(run_dir).__name__}")
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # its real name: the config hash it ends in, the lock beside it
     with run_lock(run_dir):  # one trainer per run directory (lifelong/lock.py)
         return _resume_locked(run_dir, progress)
 

@@ -79,6 +79,24 @@ def test_the_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(tmp_pa
     assert seen == ["refused"]
 
 
+
+def test_every_path_to_a_run_directory_takes_the_same_lock(tmp_path, monkeypatch):
+    """A symlink, `.` or a relative path reaching the directory is the same run: one lock file, refused alike."""
+    run_dir = tmp_path / "runs" / "r-0123abcd"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(run_dir)
+    monkeypatch.chdir(run_dir)
+    paths = [run_dir, tmp_path / "link", Path("."), Path("../r-0123abcd")]
+    assert {lock_path(p) for p in paths} == {run_dir.parent / ".r-0123abcd.lock"}
+    proc = _holder(run_dir)
+    try:
+        for path in paths[1:]:
+            with pytest.raises(RunLocked), run_lock(path):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
 def test_a_waiting_worker_gets_the_lock_when_it_is_released(tmp_path):
     run_dir = tmp_path / "r"
     proc = _holder(run_dir)
