@@ -33,6 +33,14 @@ class Variant(BaseModel):
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("set")
+    @classmethod
+    def _not_the_seed(cls, changes: dict[str, Any]) -> dict[str, Any]:
+        if "seed" in changes:  # it would be overwritten by each of the experiment's seeds
+            raise ValueError("a variant cannot set 'seed': list the seeds under `seeds` (or --seeds); every "
+                             "variant runs each")
+        return changes
+
 
 class OrderSweep(BaseModel):
     """Move one task (given by its classes) through the listed positions (1-based) of the default order."""
@@ -41,6 +49,15 @@ class OrderSweep(BaseModel):
 
     task: list[int]
     positions: list[int] | None = None  # None = every position
+
+    @field_validator("positions")
+    @classmethod
+    def _distinct(cls, positions: list[int] | None) -> list[int] | None:
+        repeated = next((p for i, p in enumerate(positions or []) if p in positions[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"position {repeated} is given twice in {positions}, which would count one run twice; "
+                             "give each position once")
+        return positions
 
 
 class Experiment(BaseModel):
@@ -122,7 +139,13 @@ def plan(exp: Experiment) -> list[dict[str, Any]]:
     runs = []
     variants = list(exp.variants)
     if exp.references:
-        variants.append(Variant(name="single-task", set={"method": "single-task"}))
+        reference = Variant(name="single-task", set={"method": "single-task"})
+        same_name = next((v for v in variants if v.name == reference.name), None)
+        if same_name is None:
+            variants.append(reference)
+        elif same_name.set != reference.set:  # its rows would be averaged with the references'
+            raise UserError("a variant named 'single-task' clashes with the single-task references (references / "
+                            "--references); give it another name")
     for order in _orders(exp):
         for variant in variants:
             for seed in exp.seeds:

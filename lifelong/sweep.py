@@ -71,6 +71,9 @@ def sweep_from_dict(raw: dict[str, Any]) -> Sweep:
         key = ".".join(str(p) for p in first["loc"])
         raise UserError(f"invalid sweep key '{key}': {first['msg'].removeprefix('Value error, ')}") from None
     for key, spec in sweep.params.items():
+        if key in ("seed", "out"):
+            raise UserError(f"sweep params cannot vary '{key}': " + ("list the seeds under `seeds` (every trial "
+                            "runs each)" if key == "seed" else "set it in `base`"))
         _check_spec(key, spec, sweep.search)
     if sweep.scheduler == "none" and (sweep.grace_tasks or sweep.reduction_factor):
         raise UserError("grace_tasks and reduction_factor set up the asha scheduler; add `scheduler: asha` or "

@@ -52,6 +52,19 @@ def test_summary_is_mean_and_std_of_the_runs(tiny):
     assert "± " not in compare.to_markdown(list(rows.values())) and "naive" in compare.to_markdown(list(rows.values()))
 
 
+def test_a_single_task_variant_is_the_reference_or_is_refused(tiny):
+    """--methods naive,single-task --references runs single-task once; a different variant under that name would
+    be averaged with the references, so it is refused."""
+    exp = compare.experiment_from_dict({"base": tiny(), "variants": [{"name": "single-task",
+                                                                      "set": {"method": "single-task"}}],
+                                        "seeds": [0], "references": True})
+    assert [r["variant"] for r in compare.plan(exp)] == ["single-task"]
+    exp = compare.experiment_from_dict({"base": tiny(), "variants": [{"name": "single-task", "set": {"method": "lwf"}}],
+                                        "seeds": [0], "references": True})
+    with pytest.raises(UserError, match="clashes with the single-task references"):
+        compare.plan(exp)
+
+
 def test_bad_experiments_are_user_errors(tiny):
     with pytest.raises(UserError, match="variants"):
         compare.experiment_from_dict({"variants": [{"name": "a"}, {"name": "a"}]})
@@ -63,6 +76,8 @@ def test_bad_experiments_are_user_errors(tiny):
     ({"seeds": [0, 0]}, r"'seeds': seed 0 is given twice in \[0, 0\], which would count one run twice; give each"),
     ({"seeds": []}, "'seeds': give at least one seed"),
     ({"variants": []}, "'variants': give at least one variant"),
+    ({"variants": [{"name": "a", "set": {"seed": 3}}]}, "a variant cannot set 'seed': list the seeds under"),
+    ({"order_sweep": {"task": [2, 3], "positions": [1, 1, 2]}}, "position 1 is given twice"),
 ])
 def test_seeds_and_variants_must_be_given_and_distinct(tiny, extra, message):
     with pytest.raises(UserError, match=message):

@@ -34,6 +34,7 @@ def test_grid_is_the_product_and_random_draws_are_reproducible(tiny):
     ({"search": "random", "trials": 2, "params": {"train.lr": {"log_uniform": [0, 1]}}}, "low > 0"),
     ({"params": {"train.lr": {"normal": [0, 1]}}}, "must be a list of values or one of"),
     ({"params": {"train.lr": []}}, "lists no values"),
+    ({"params": {"seed": [0, 7]}}, "sweep params cannot vary 'seed': list the seeds under `seeds`"),
     ({"search": "bayes"}, "invalid sweep key 'search'"),
     ({"seeds": [1, 1]}, "invalid sweep key 'seeds': seed 1 is given twice"),
     ({"seeds": []}, "invalid sweep key 'seeds': give at least one seed"),
