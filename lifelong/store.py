@@ -16,6 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from lifelong import metrics
 from lifelong.config import Config, build_config, difference, load_yaml
 from lifelong.errors import UserError
 
@@ -156,7 +157,27 @@ def _figures_problem(results: dict[str, Any]) -> str | None:
     bad = [k for k in ("acc", "bwt", "max_forgetting", "train_seconds") if not number(results[k])]
     bad += [] if results["fwt"] is None or number(results["fwt"]) else ["fwt"]
     bad += [] if isinstance(results["forgetting"], list) and all(map(number, results["forgetting"])) else ["forgetting"]
-    return f"{', '.join(bad)} not a number" if bad else None
+    if bad:
+        return f"{', '.join(bad)} not a number"
+    init = results.get("random_init_acc")
+    if init is not None and (not isinstance(init, list) or len(init) != len(tasks) or not all(map(number, init))):
+        return f"random_init_acc needs {len(tasks)} accuracies"
+    try:  # the summary figures are functions of the matrix: an edit to either shows
+        expected = metrics.summarize(matrix, init)
+    except ValueError as err:
+        return str(err)
+    stored = {k: results[k] for k in ("acc", "bwt", "fwt", "max_forgetting", "forgetting")}
+    disagree = [k for k, v in stored.items() if not _same_figure(v, expected[k])]
+    return f"{', '.join(disagree)} disagree with acc_matrix" if disagree else None
+
+
+def _same_figure(stored: Any, expected: Any) -> bool:
+    """Whether a stored figure (a number, a list of them, or None) is the recomputed one, up to rounding."""
+    if isinstance(expected, list):
+        return isinstance(stored, list) and len(stored) == len(expected) and all(map(_same_figure, stored, expected))
+    if expected is None or stored is None:
+        return expected is None and stored is None
+    return math.isclose(stored, expected, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def read_for_viewing(run_dir: Path) -> dict[str, Any] | None:

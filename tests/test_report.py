@@ -198,8 +198,10 @@ def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "results.json' lacks acc_matrix" in err and len(err.strip().splitlines()) == 1
     # valid JSON with the wrong figures: before, tracebacks in report (and in run, which prints them)
+    # and figures that contradict the matrix they summarise (an edited acc or bwt), or a short random_init_acc
     for name, (key, value) in enumerate([("acc_matrix", [[0.5]]), ("acc_matrix", [[0.5, "x"], [None, 1]]),
-                                         ("acc", "x"), ("forgetting", None)]):
+                                         ("acc", "x"), ("forgetting", None), ("acc", 0.5), ("bwt", 0.3),
+                                         ("random_init_acc", [0.5])]):
         edited = tmp_path / f"edited{name}"
         shutil.copytree(next((root / "runs").glob("*ewc*")), edited)
         store.write_json(edited / "results.json", {**results, key: value})
