@@ -218,9 +218,9 @@ def collect(exp: Experiment) -> list[dict[str, Any]]:
             entry["error"] = str(err)
             continue
         if entry["results"] is None:
-            holder = lock.owner(entry["run_dir"]) if lock.lock_path(entry["run_dir"]).exists() else None
+            held = lock.is_held(entry["run_dir"])  # a killed trainer's lock file stays, unlocked
             entry["error"] = ("not run yet" if not entry["run_dir"].is_dir() else
-                              f"being trained by {lock.describe(holder)}" if holder else
+                              f"being trained by {lock.describe(lock.owner(entry['run_dir']))}" if held else
                               f"unfinished; continue it with `lifelong resume {entry['run_dir']}`")
     return entries
 

@@ -44,6 +44,21 @@ def owner(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def is_held(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock now (a killed owner's file is left behind, unlocked)."""
+    try:
+        fd = os.open(lock_path(run_dir), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a holder has it exclusively
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+
+
 def describe(info: dict[str, Any] | None) -> str:
     if not info:
         return "another worker"

@@ -77,11 +77,16 @@ def write_report(paths: list[str | Path], out: str | Path) -> tuple[Path, list[d
     sections, inside_sections = [], []
     inside_specs = [spec for i, v in enumerate(variants)  # issue 21: the "Inside the model" section
                     for spec in inside.figure_specs(inside.read(v.runs[0].path), v.label, f"inside{i + 1}_")]
+    written = set()
     for specs, target in ((figure_specs(variants, sweeps), sections), (inside_specs, inside_sections)):
         for name, title, caption, draw, args in specs:
             png, svg = render(draw, *args)
             store.atomic_write_bytes(folder / f"{name}.png", png)
             store.atomic_write_bytes(folder / f"{name}.svg", svg)
+            written |= {f"{name}.png", f"{name}.svg"}
             target.append((title, caption, svg))
+    for old in [*folder.glob("*.png"), *folder.glob("*.svg")]:  # an earlier report's figures this one lacks
+        if old.name not in written:
+            old.unlink(missing_ok=True)
     store.atomic_write_bytes(out, to_html(found, variants, rows, sections, inside_sections).encode())
     return folder, rows, found

@@ -13,7 +13,7 @@ import pytest
 
 from lifelong import store
 from lifelong.config import build_config
-from lifelong.lock import RunLocked, lock_path, owner, run_lock
+from lifelong.lock import RunLocked, is_held, lock_path, owner, run_lock
 
 HOLD = """
 import sys, time
@@ -43,16 +43,17 @@ def _holder(run_dir: Path) -> subprocess.Popen:
 
 def test_a_second_process_is_refused_and_takes_over_the_stale_lock_of_a_killed_owner(tmp_path):
     run_dir = tmp_path / "runs" / "r"
+    assert not is_held(run_dir)
     proc = _holder(run_dir)
     try:
-        assert owner(run_dir)["pid"] == proc.pid
+        assert owner(run_dir)["pid"] == proc.pid and is_held(run_dir)
         with pytest.raises(RunLocked, match=f"pid {proc.pid} on host"):
             with run_lock(run_dir):
                 pass
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert lock_path(run_dir).exists()  # a killed owner leaves its file: a stale lock
+    assert lock_path(run_dir).exists() and not is_held(run_dir)  # a killed owner leaves its file: a stale lock
     with run_lock(run_dir) as stale:
         assert stale["pid"] == proc.pid and owner(run_dir)["pid"] == os.getpid()
     assert not lock_path(run_dir).exists()

@@ -136,6 +136,17 @@ def test_report_writes_one_self_contained_html_and_the_figures(written):
     assert len((folder / "summary.csv").read_text().splitlines()) == 1 + 4
 
 
+def test_a_report_written_again_keeps_no_figure_of_the_earlier_one(runs, tmp_path):
+    """The same --out for a report without an order sweep: the first report's order_sweep figure goes."""
+    root, folder = runs
+    out = tmp_path / "again.html"
+    assert main(["report", str(root / "runs"), str(folder), "--out", str(out)]) == 0
+    assert (tmp_path / "again_figures" / "order_sweep.png").exists()
+    assert main(["report", str(root / "runs"), "--out", str(out)]) == 0
+    left = {p.name for p in (tmp_path / "again_figures").iterdir()}
+    assert "order_sweep.png" not in left and "order_sweep.svg" not in left and "accuracy_matrix.png" in left
+
+
 CHROMIUM = shutil.which("chromium")
 CHECK_IMAGES = ("<script>window.addEventListener('load', () => { for (const img of document.images) "
                 "if (!img.complete || img.naturalWidth === 0) console.error('figure did not load: ' + img.alt); });"
