@@ -311,11 +311,7 @@ class Learner:
     def begin_task(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, task: int | None = None) -> int:
         """Start the next task (``task``: its id, the next one by default); ``x, y``: its training data, for
         methods that train on it before its batches (mark). Returns the task's id."""
-        if self.task is not None:
-            self.end_task()
-        task_id = self.tasks_done if task is None else _task_id(task)
-        if task_id != self.tasks_done:
-            raise UserError(f"tasks arrive in order: the next task is {self.tasks_done}, not {task_id}")
+        task_id = self._next_task(task)  # everything is checked before the current task ends
         rows = (x, y) if x is not None and y is not None else None
         if rows is None and self.method.trains_before_task:
             raise UserError(f"method {self.method.name} trains on the whole task before its batches: call "
@@ -323,10 +319,15 @@ class Learner:
         if rows is None and self.method.name == "joint":
             raise UserError("joint trains on every task's data at once (a benchmark's upper bound), which a "
                             "learner fed batch by batch cannot do; use lifelong run")
-        task_obj = self._task(task_id, *(self._on_device(*rows) if rows else (None, None)))
+        if rows is not None:
+            rows = self._on_device(*rows)
+            self._check_labels(rows[1], task_id)
+        if self.task is not None:
+            self.end_task()
+        task_obj = self._task(task_id, *(rows if rows else (None, None)))
         empty = _rows_view(task_obj, *self._empty())
         self.views.append(empty)
-        seen = [*self.views[:-1], _rows_view(task_obj, *self._on_device(*rows)) if rows else empty]
+        seen = [*self.views[:-1], _rows_view(task_obj, *rows) if rows else empty]
         training = self.start_task(task_obj, seen)
         self.mixed = training[1:]
         self.start_epoch(seen[-1], 0)
@@ -337,6 +338,7 @@ class Learner:
         class so far; task-incremental: the task's own labels). A new ``task`` ends the current one first."""
         x, y = self._on_device(x, y)  # before a new task ends the current one
         if self.task is None or (task is not None and _task_id(task) != self.task.id):
+            self._check_labels(y, self._next_task(task))  # refused before the current task ends
             self.begin_task(task=task)
         self._check_labels(y)
         if self.epoch == 0 and not self.method.task_free:
@@ -449,16 +451,29 @@ class Learner:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # --- helpers ---
-    def _task(self, task_id: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Task:
-        """Task ``task_id`` of this learner's stream: its classes and, when given, its training rows."""
+    def _next_task(self, task: int | None) -> int:
+        """The id the next task must have (``task``: the id asked for, checked against it)."""
+        expected = self.task.id + 1 if self.task is not None else self.tasks_done
+        task_id = expected if task is None else _task_id(task)
+        if task_id != expected:
+            raise UserError(f"tasks arrive in order: the next task is {expected}, not {task_id}")
+        self._classes_of(task_id)  # a task without classes is refused here too
+        return task_id
+
+    def _classes_of(self, task_id: int) -> list[int]:
+        """The class ids of task ``task_id`` (global ones, class-incremental)."""
         counts = [self.classes] if isinstance(self.classes, int) else self.classes
         if task_id >= len(counts) and not isinstance(self.classes, int):
             self._no_classes(task_id)
-        if self.scenario == "task" and isinstance(self.classes, int) and task_id >= len(self.model.class_counts):
-            self.model.add_task(self.classes)  # one more head of the stream's width
         count = counts[min(task_id, len(counts) - 1)]
         offset = sum(counts[:task_id]) if self.scenario == "class" and not isinstance(self.classes, int) else 0
-        classes = list(range(offset, offset + count))
+        return list(range(offset, offset + count))
+
+    def _task(self, task_id: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> Task:
+        """Task ``task_id`` of this learner's stream: its classes and, when given, its training rows."""
+        classes = self._classes_of(task_id)
+        if self.scenario == "task" and isinstance(self.classes, int) and task_id >= len(self.model.class_counts):
+            self.model.add_task(self.classes)  # one more head of the stream's width
         rows = _Rows(x, y) if x is not None else _Rows(*self._empty())
         return Task(task_id, f"task {task_id + 1}", classes, [str(c) for c in classes], rows, rows)  # labels as given
 
@@ -490,18 +505,20 @@ class Learner:
             raise UserError("a batch needs at least one row")
         if x.dtype.is_complex or x.dtype == torch.bool:
             raise UserError(f"inputs must be real numbers, not {x.dtype}")
-        x = x.to(self.device, torch.float32)
+        x = x.detach().to(self.device, torch.float32)  # no upstream graph: the memory keeps these rows
         if not torch.isfinite(x).all():
             row = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
             raise UserError(f"inputs hold NaN or infinite values (row {row} is the first); clean them before learning "
                             "or predicting")
         return x
 
-    def _check_labels(self, y: torch.Tensor) -> None:
-        width = len(self.task.classes) if self.scenario == "task" else \
-            self.task.classes[-1] + 1 if self.scenario == "class" else len(self.task.classes)
+    def _check_labels(self, y: torch.Tensor, task_id: int | None = None) -> None:
+        """Labels fit task ``task_id`` (default: the current one)."""
+        task_id = self.task.id if task_id is None else task_id
+        classes = self._classes_of(task_id)
+        width = classes[-1] + 1 if self.scenario == "class" else len(classes)
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= width):
-            raise UserError(f"labels of task {self.task.id} must lie in 0..{width - 1}, got {int(y.min())}.."
+            raise UserError(f"labels of task {task_id} must lie in 0..{width - 1}, got {int(y.min())}.."
                             f"{int(y.max())}")
 
     def _task_view(self) -> TaskView:

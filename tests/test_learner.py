@@ -287,3 +287,66 @@ def test_a_batch_of_one_row_is_refused_where_batchnorm_trains_and_loads_are_chec
 def test_a_module_that_refuses_the_shape_is_named():
     with pytest.raises(UserError, match="cannot take inputs of shape"):
         Learner.create("naive", Tiny(), input_shape=(3, 32, 32), classes=2, device="cpu")
+
+
+def test_a_refused_task_or_label_leaves_the_current_task_running():
+    """A wrong next task id, or labels that do not fit the next task, are refused before the current task ends:
+    the learner carries on with it as if the call had not been made."""
+    learner = Learner.create("ewc", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], scenario="class", device="cpu")
+    learner.learn(X, Y % 2, task=0)
+    with pytest.raises(UserError, match="the next task is 1, not 5"):
+        learner.learn(X, Y % 2, task=5)
+    with pytest.raises(UserError, match="labels of task 1 must lie in 0..3"):
+        learner.learn(X, Y % 2 + 10, task=1)
+    with pytest.raises(UserError, match="the next task is 1, not 3"):
+        learner.begin_task(task=3)
+    assert learner.task.id == 0 and learner.tasks_done == 0 and not learner.method.consolidated
+    learner.learn(X, Y % 2, task=0)  # still task 0
+    learner.learn(X, Y % 2 + 2, task=1)
+    assert learner.task.id == 1 and len(learner.method.consolidated) == 1
+
+
+@pytest.mark.parametrize("name", ["er", "der", "gdumb"])
+def test_inputs_that_carry_a_graph_are_learnt_without_it(name):
+    """Rows from an upstream module run with autograd: the memory keeps them detached (no graph replayed twice)."""
+    learner = Learner.create(name, Tiny(), input_shape=(1, 28, 28), classes=[2, 2], scenario="class", device="cpu")
+    upstream = torch.rand(4, 1, 28, 28, requires_grad=True) * 1.0
+    for _ in range(3):
+        learner.learn(upstream, Y % 2, task=0)
+    learner.end_task()
+
+
+def test_gdumb_saved_in_a_later_pass_continues_exactly(tmp_path):
+    """GDumb stores only the first pass over a task; a learner saved during the second pass does not store it again."""
+    def fresh():
+        return Learner.create("gdumb", Tiny(), input_shape=(1, 28, 28), classes=[2, 2], scenario="class",
+                              device="cpu", config={"gdumb": {"epochs": 1}})
+
+    def first_pass(learner):
+        learner.learn(X, Y % 2, task=0)
+        learner.next_epoch()
+        learner.learn(X, Y % 2, task=0)
+
+    whole = fresh()
+    first_pass(whole)
+    saved = fresh()
+    first_pass(saved)
+    saved.save(tmp_path / "g.pt")
+    loaded = Learner.load(tmp_path / "g.pt", model=Tiny())
+    for learner in (whole, loaded):
+        torch.manual_seed(0)  # the fit at end_task draws from torch's global generator, as a new process would
+        learner.learn(X, Y % 2, task=0)
+        learner.end_task()
+    assert whole.method.memory.seen == loaded.method.memory.seen == len(X)
+    assert torch.equal(whole.predict(X, task=0), loaded.predict(X, task=0))
+
+
+def test_gdumb_learns_a_domain_stream_of_one_class_count():
+    """classes=2 as one number, domain-incremental: any number of tasks, each its own (task, class) pairs."""
+    learner = Learner.create("gdumb", Tiny(), input_shape=(1, 28, 28), classes=2, scenario="domain", device="cpu",
+                             config={"gdumb": {"epochs": 1}})
+    for task in range(4):
+        learner.learn(X, Y % 2, task=task)
+    learner.end_task()
+    held = learner.method.memory.rows()
+    assert sorted(set(held.task_ids.tolist())) == [0, 1, 2, 3]

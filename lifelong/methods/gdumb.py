@@ -56,15 +56,21 @@ class GDumb(Rehearsal):
 
     def local_targets(self, rows: MemoryRows) -> torch.Tensor:
         """The memory holds global targets in every scenario (offsets added outside class-IL)."""
-        starts = torch.tensor([0, *self.model.class_counts], device=rows.targets.device).cumsum(0)
-        return rows.targets - starts[rows.task_ids]
+        return rows.targets - self._starts(rows.task_ids)
 
     def offsets(self, task_ids: torch.Tensor) -> torch.Tensor:
         """Per row, the classes of earlier tasks: outside class-IL the memory balances (task, label) pairs."""
         if self.model.scenario == "class":
             return torch.zeros_like(task_ids)
-        starts = torch.tensor([0, *itertools.accumulate(self.model.class_counts)], device=task_ids.device)
-        return starts[task_ids]
+        return self._starts(task_ids)
+
+    def _starts(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """Per row, how many classes the tasks before its own have (a stream given one class count, as a
+        Learner's domain stream is, has that many in every task)."""
+        counts = self.model.class_counts
+        top = int(task_ids.max()) + 1 if task_ids.numel() else 0
+        widths = [counts[min(t, len(counts) - 1)] for t in range(top)]
+        return torch.tensor([0, *itertools.accumulate(widths)], device=task_ids.device)[task_ids]
 
     # --- the stream: memory only ---
     def before_task(self, task: Task) -> None:
@@ -138,8 +144,9 @@ class GDumb(Rehearsal):
 
     # --- state ---
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "augmented": self.augmented}
+        return {**super().extra_state(), "augmented": self.augmented, "storing": self.storing}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.augmented = bool(state["augmented"])
+        self.storing = bool(state.get("storing", True))  # a Learner saved in a later pass stores nothing more
