@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -357,7 +358,7 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
         section = prefix.rstrip(".") or (str(loc[0]) if len(loc) > 1 else "")
         lister = f"`lifelong list {section}` lists its keys" if section else "see `lifelong list`"
         return f"unknown config key '{key}'; {_key_hint(model, loc, prefix)} ({lister}; docs/configuration.md)"
-    got = repr(first.get("input"))
+    got = re.sub(r"(?<=://)[^/@\s:']+(:[^/@\s']*)?@", "***@", repr(first.get("input")))  # no URI credentials
     return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
 
 

@@ -51,6 +51,7 @@ def read(run_dir: str | Path) -> Inside:
                         f"{run_dir}` first")
     found = Inside(run_dir, results)
     for task, tensors in diagnostics.load_run(run_dir).items():
+        _check_shapes(run_dir, task, tensors)
         found.tasks.append(task)
         layers: dict[str, list[np.ndarray]] = {}
         for name, t in tensors.items():
@@ -68,6 +69,17 @@ def read(run_dir: str | Path) -> Inside:
             found.ownership.append(record["gs_mask"]["filters_owned"])
     found.filters = (results.get("method_info") or {}).get("filters") if found.ownership else None
     return found
+
+
+def _check_shapes(run_dir: Path, task: int, tensors: dict) -> None:
+    """Refuse tensors the figures cannot draw (a method's own diagnostics may hold anything): one line naming them."""
+    for name, t in tensors.items():
+        empty = name.startswith("importance/") and t.numel() == 0
+        if empty or (name == "memory/rows" and t.dim() != 2):
+            why = "no values" if empty else "tasks × classes expected"
+            raise UserError(f"the diagnostics of task {task + 1} in '{run_dir}' hold '{name}' of shape "
+                            f"{list(t.shape)}, which inspect cannot draw ({why}); delete that task's file under "
+                            "diagnostics/ (the run's other results stay valid)")
 
 
 def _natural(name: str) -> list:

@@ -7,6 +7,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -34,6 +35,8 @@ from lifelong.methods import METHODS
 from lifelong.methods.base import Method
 from lifelong.probe import probe_accuracy
 from lifelong.version import __version__
+
+LOGGERS_PENDING = ".loggers-pending"  # in a finished run whose loggers have not taken its results yet
 
 
 @dataclass
@@ -284,10 +287,26 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         state.peak_rss_mb = max(state.peak_rss_mb, _rss_mb())
         results = make_results(cfg, benchmark, state, method)
         store.save_weights(run_dir, method.model)
+        (run_dir / LOGGERS_PENDING).touch()  # removed once the loggers have the results
         store.write_json(run_dir / store.RESULTS_FILE, results)
-    finally:  # the loggers see the results, or are closed cleanly when the run stops early
-        loggers.finish(results, store.run_files(run_dir) if results is not None else {})
+    except BaseException:  # the loggers are closed cleanly when the run stops early; the run's error is the one shown
+        with contextlib.suppress(Exception):
+            loggers.finish(None, {})
+        raise
+    loggers.finish(results, store.run_files(run_dir))
+    (run_dir / LOGGERS_PENDING).unlink(missing_ok=True)
     return results
+
+
+def finish_loggers(cfg: Config, run_dir: Path, results: dict[str, Any]) -> None:
+    """Give the loggers a finished run's results again when they failed to take them (a tracking server that was
+    down as the run ended): the run is not trained again, and its MLflow run is completed."""
+    if not (run_dir / LOGGERS_PENDING).exists():
+        return
+    loggers = open_loggers(cfg.logger)
+    loggers.start(run_dir, cfg.to_dict(), history=store.read_metrics(run_dir))
+    loggers.finish(results, store.run_files(run_dir))
+    (run_dir / LOGGERS_PENDING).unlink(missing_ok=True)
 
 
 def make_results(cfg: Config, benchmark: Benchmark, state: LoopState, method: Method) -> dict[str, Any]:
@@ -357,6 +376,7 @@ def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool,
                             "start this config over")
         finished = store.read_finished(run_dir, cfg)
         if finished is not None:
+            finish_loggers(cfg, run_dir, finished)
             return run_dir, finished
     created = not run_dir.exists()
     try:
@@ -390,6 +410,7 @@ def _resume_locked(run_dir: Path, progress: bool) -> dict[str, Any]:
     cfg = store.read_config(run_dir)
     finished = store.read_finished(run_dir, cfg)
     if finished is not None:
+        finish_loggers(cfg, run_dir, finished)
         return finished
     if (run_dir / "serve").is_dir():  # a service started from a config: its versions are not a run's epochs
         raise UserError(f"'{run_dir}' is a service's directory, not an interrupted run; run the "

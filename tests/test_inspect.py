@@ -143,6 +143,22 @@ def test_inspect_refuses_what_it_cannot_read(tmp_path, tiny, capsys):
     assert "lifelong resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, tensor", [("memory/rows", torch.ones(3, dtype=torch.int64)),
+                                          ("importance/fc.weight", torch.zeros(0))])
+def test_inspect_refuses_diagnostics_it_cannot_draw(tiny, capsys, name, tensor):
+    """A method's own diagnostics may hold anything: a shape the figures cannot draw is one line, not a traceback."""
+    from safetensors.torch import save_file
+
+    run_dir, _ = run(tiny(method="naive", train={"epochs": 1}))
+    folder = run_dir / diagnostics.DIAGNOSTICS_DIR
+    folder.mkdir(exist_ok=True)
+    existing = sorted(folder.glob("*.safetensors"))
+    save_file({name: tensor}, existing[0] if existing else folder / "task-0.safetensors")
+    assert main(["inspect", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"hold '{name}' of shape" in err and len(err.strip().splitlines()) == 1
+
+
 def test_importance_growth_keeps_its_axes_with_many_layers():
     """One legend entry per layer: a network with dozens (gs-conv's per-task modules, a ResNet) gets a taller
     figure instead of axes squeezed to nothing."""

@@ -114,3 +114,39 @@ def test_tensorboard_keeps_anytime_and_probe_points_apart_from_the_task_steps(ti
     assert [s for s, _ in logged["test_acc/task_1"]] == [0, 1, 2, 3]  # anytime points are not task steps
     assert logged["probe_acc/task_2"][-1] == (3, pytest.approx(results["probe_matrix"][-1][1], abs=1e-6))
     assert [s for s, _ in logged["anytime/acc"]] == results["anytime"]["samples"]
+
+
+class Failing(Recorder):
+    """A logger whose first finish fails, as a tracking server that is down when the run ends."""
+
+    failures = 1
+
+    def finish(self, results, files):
+        super().finish(results, files)
+        if results is not None and Failing.failures:
+            Failing.failures -= 1
+            raise OSError("server down")
+
+
+def test_loggers_that_failed_to_take_the_results_get_them_from_the_next_command(tiny, monkeypatch):
+    """The run finished (results.json written) but its logger failed: every logger still closes, the command
+    fails, and the next run or resume of it hands the results over (it trains nothing again)."""
+    import lifelong.loggers
+    from lifelong.loop import LOGGERS_PENDING, resume
+
+    Recorder.calls, Failing.failures = [], 1
+    monkeypatch.setitem(lifelong.loggers.LOGGERS, "failing", Failing)
+    monkeypatch.setitem(lifelong.loggers.LOGGERS, "recorder", Recorder)
+    cfg = build_config(tiny(logger="failing,recorder"))
+    with pytest.raises(OSError, match="server down"):
+        run(cfg)
+    run_dir = store.run_directory(cfg)
+    results = store.read_results(run_dir)
+    assert results is not None and (run_dir / LOGGERS_PENDING).exists()
+    assert [c[1] for c in Recorder.calls if c[0] == "finish"] == [results, results]  # the second logger finished too
+    Recorder.calls = []
+    assert resume(run_dir) == results
+    assert [c[0] for c in Recorder.calls] == ["start", "start", "finish", "finish"]  # both loggers, no training
+    assert Recorder.calls[0][2] == store.read_metrics(run_dir) and not (run_dir / LOGGERS_PENDING).exists()
+    Recorder.calls = []
+    assert run(cfg)[1] == results and Recorder.calls == []  # nothing pending any more

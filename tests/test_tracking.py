@@ -144,3 +144,23 @@ def test_processes_starting_on_a_new_sqlite_store_at_once_share_it(tracking, tmp
     assert [w.returncode for w in workers] == [0, 0, 0], [err[-300:] for _, err in outputs]
     ids = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert ids == {client.get_experiment_by_name("shared").experiment_id}
+
+
+def test_uri_credentials_are_refused_and_never_echoed(tmp_path, capsys):
+    """A password in mlflow.uri would land in config.yaml and results.json: refused, the message masking it; a user
+    name alone is accepted but masked in messages; an in-memory SQLite store (lost at exit) is refused."""
+    from lifelong.errors import UserError
+    from lifelong.loggers.mlflow import redact, tracking_errors
+
+    code = main(["run", "--benchmark", "quickstart", "--logger", "mlflow", "--set",
+                 "mlflow.uri=http://alice:S3CRET@127.0.0.1:9/", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "MLFLOW_TRACKING_PASSWORD" in err and "S3CRET" not in err and "alice" not in err
+    assert main(["run", "--logger", "mlflow", "--set", "mlflow.uri=sqlite://", "--out", str(tmp_path)]) == 2
+    assert "in-memory store" in capsys.readouterr().err
+    masked = redact("MLflow (http://bob@h:1/x): to http://bob:pw@h:1/api")
+    assert masked == "MLflow (http://***@h:1/x): to http://***@h:1/api"
+    with pytest.raises(UserError, match=r"'postgresql://\*\*\*@h/db' needs its database driver, which is not "
+                                        r"installed \(psycopg\)"):
+        with tracking_errors("postgresql://bob@h/db"):
+            raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")

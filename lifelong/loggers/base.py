@@ -38,5 +38,12 @@ class Loggers:
             logger.log(record)
 
     def finish(self, results: dict[str, Any] | None, files: dict[str, Path]) -> None:
+        """Finish every logger, even when one fails (its sink still closes); the first failure is raised after."""
+        failed: Exception | None = None
         for logger in self.loggers:
-            logger.finish(results, files)
+            try:
+                logger.finish(results, files)
+            except Exception as err:
+                failed = failed or err
+        if failed is not None:
+            raise failed

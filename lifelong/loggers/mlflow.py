@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 try:
     import fcntl
@@ -39,6 +41,12 @@ class MlflowSettings(BaseModel):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         """Relative paths (``sqlite:///x.db``, ``mlruns``) made absolute, so a resume from elsewhere finds them."""
+        if value is not None and urlsplit(value).password is not None:  # it would be saved in config.yaml
+            raise ValueError("a password in the URI would be written to config.yaml and results.json; give it in "
+                             "MLFLOW_TRACKING_PASSWORD (and the user in MLFLOW_TRACKING_USERNAME)")
+        if value is not None and value.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://"):
+            raise ValueError("sqlite:// is an in-memory store, lost when the process ends; give a file, "
+                             "sqlite:///PATH.db")
         if value is None or value.startswith("sqlite:////"):
             return value
         if value.startswith("sqlite:///"):
@@ -106,11 +114,24 @@ class tracking_errors:  # noqa: N801 - used as a context manager
     def __exit__(self, kind, err, _tb) -> bool:
         if err is None or isinstance(err, (UserError, KeyboardInterrupt, SystemExit)) or not isinstance(err, Exception):
             return False
+        where = redact(self.where)
+        if isinstance(err, ImportError):  # a database store whose driver is not installed (postgresql, mysql)
+            raise UserError(f"MLflow store '{where}' needs its database driver, which is not installed "
+                            f"({err.name or err}): pip install it, or use sqlite:///PATH.db") from None
         module = type(err).__module__.split(".")[0]
         if module in ("mlflow", "requests", "urllib3", "sqlalchemy", "alembic") or isinstance(err, (OSError, ValueError)):
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            raise UserError(f"MLflow ({self.where}): {first}; check mlflow.uri (docs/tracking.md)") from None
+            text = redact(str(err))
+            if "filesystem tracking backend" in text and "maintenance mode" in text:
+                raise UserError(f"MLflow ({where}) no longer writes to a folder unless MLFLOW_ALLOW_FILE_STORE=true "
+                                "is set; use a SQLite file instead (mlflow.uri: sqlite:///PATH.db)") from None
+            first = (text.strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(f"MLflow ({where}): {first}; check mlflow.uri (docs/tracking.md)") from None
         return False
+
+
+def redact(text: str) -> str:
+    """``text`` with the user and password of any URI in it replaced by ***."""
+    return re.sub(r"(?<=://)[^/@\s:]+(:[^/@\s]*)?@", "***@", str(text))
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
