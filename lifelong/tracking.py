@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lifelong import compare, store
 from lifelong.config import Config
+from lifelong.errors import UserError, first_line
 from lifelong.loggers.mlflow import (COMPARE_TAG, PARENT_TAG, RUN_DIR_TAG, MlflowLogger, find_run, flatten,
                                      log_params, mlflow_client, settings_of, tracking_errors)
 from lifelong.report import write_report
@@ -30,9 +33,19 @@ def log_report(run_dir: Path, cfg: Config) -> None:
 
 def _attach_report(client: Any, run_id: str, paths: list[Path]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        write_report(paths, Path(tmp) / "report.html")
+        with _not_mlflow():  # the report's own errors are not the store's
+            write_report(paths, Path(tmp) / "report.html")
         client.log_artifact(run_id, str(Path(tmp) / "report.html"), "report")
         client.log_artifacts(run_id, str(Path(tmp) / "report_figures"), "report/figures")
+
+
+@contextmanager
+def _not_mlflow() -> Iterator[None]:
+    """Errors raised inside are shown as they are, not as the tracking store's (``tracking_errors`` around)."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise UserError(f"the report for MLflow could not be written: {first_line(err)}") from None
 
 
 def child_run(client: Any, experiment: str, run_dir: Path, settings: dict[str, Any]) -> str:

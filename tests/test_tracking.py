@@ -164,3 +164,22 @@ def test_uri_credentials_are_refused_and_never_echoed(tmp_path, capsys):
                                         r"installed \(psycopg\)"):
         with tracking_errors("postgresql://bob@h/db"):
             raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
+
+
+def test_an_attempt_killed_before_its_first_checkpoint_is_marked_superseded(tiny, tracking):
+    """A run killed before any checkpoint starts over; the MLflow run of the killed attempt (left RUNNING) is
+    closed as KILLED and points at the run that replaced it, so the run directory has one live MLflow run."""
+    from lifelong import run as train
+    from lifelong.config import build_config
+    from lifelong.loggers.mlflow import RUN_DIR_TAG
+
+    uri, client = tracking
+    cfg = build_config(tiny(logger="mlflow", mlflow={"uri": uri}, train={"epochs": 1}))
+    experiment = client.create_experiment("lifelong")
+    run_dir = store.run_directory(cfg)
+    killed = client.create_run(experiment, tags={RUN_DIR_TAG: str(run_dir.resolve())}).info.run_id
+    train(cfg)
+    runs = {r.info.run_id: r for r in runs_of(client)}
+    (finished,) = [r for r in runs.values() if r.info.status == "FINISHED"]
+    assert runs[killed].info.status == "KILLED"
+    assert runs[killed].data.tags["lifelong.superseded_by"] == finished.info.run_id

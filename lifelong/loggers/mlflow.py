@@ -186,6 +186,10 @@ class MlflowLogger(Logger):
                 self.run_id = self.client.create_run(experiment, tags=tags, run_name=run_dir.name).info.run_id
                 self.logged = set()
                 log_params(self.client, self.run_id, flatten(config))
+                for earlier in unfinished_runs(self.client, experiment, run_dir):  # an attempt killed before its
+                    if earlier.info.run_id != self.run_id:  # first checkpoint: this start replaces it
+                        self.client.set_tag(earlier.info.run_id, "lifelong.superseded_by", self.run_id)
+                        self.client.set_terminated(earlier.info.run_id, status="KILLED")
             for record in history:
                 self.log(record)
 
@@ -216,6 +220,13 @@ def find_run(client: Any, experiment: str, tag: str, folder: Path) -> Any:
     runs = client.search_runs([experiment], filter_string=f"tags.`{tag}` = '{quoted}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def unfinished_runs(client: Any, experiment: str, run_dir: Path) -> list[Any]:
+    """The MLflow runs of ``run_dir`` that never finished (killed or failed attempts)."""
+    quoted = str(run_dir.resolve()).replace("'", "\\'")
+    runs = client.search_runs([experiment], filter_string=f"tags.`{RUN_DIR_TAG}` = '{quoted}'", max_results=100)
+    return [r for r in runs if r.info.status != "FINISHED"]
 
 
 def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
