@@ -22,6 +22,7 @@ from lifelong.errors import UserError
 
 _held: dict[tuple[str, int], int] = {}  # (lock path, thread) → depth: a thread may lock a run it holds again
 _guard = threading.Lock()
+PROBE_GRACE = 0.2  # seconds a refused lock is retried without ``wait``: ``is_held`` probes hold it for a moment
 
 
 class RunLocked(UserError):
@@ -132,6 +133,7 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _acquire(run_dir: Path, path: Path, wait: bool, poll: float) -> tuple[int, dict[str, Any] | None]:
+    grace = time.monotonic() + PROBE_GRACE
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -144,10 +146,10 @@ def _acquire(run_dir: Path, path: Path, wait: bool, poll: float) -> tuple[int, d
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise UserError(f"cannot lock '{path}' ({err.strerror or err}); the file system must support "
                                 "file locks for runs to be shared by workers") from None
-            if not wait:
+            if not wait and time.monotonic() >= grace:
                 raise RunLocked(f"'{run_dir}' is being trained by {describe(owner(run_dir))}; wait for it to "
                                 "finish (its results are then reused) or stop that process") from None
-            time.sleep(poll)
+            time.sleep(poll if wait else 0.01)
             continue
         if not _same_file(fd, path):  # its holder removed it between our open and our lock: try the new one
             os.close(fd)

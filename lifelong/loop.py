@@ -298,11 +298,12 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
     return results
 
 
-def finish_loggers(cfg: Config, run_dir: Path, results: dict[str, Any]) -> None:
+def finish_loggers(run_dir: Path, results: dict[str, Any]) -> None:
     """Give the loggers a finished run's results again when they failed to take them (a tracking server that was
     down as the run ended): the run is not trained again, and its MLflow run is completed."""
     if not (run_dir / LOGGERS_PENDING).exists():
         return
+    cfg = store.read_config(run_dir)  # the loggers the run was made with (this command's may differ)
     loggers = open_loggers(cfg.logger)
     loggers.start(run_dir, cfg.to_dict(), history=store.read_metrics(run_dir))
     loggers.finish(results, store.run_files(run_dir))
@@ -376,7 +377,7 @@ def _run_locked(cfg: Config, run_dir: Path, progress: bool, force: bool,
                             "start this config over")
         finished = store.read_finished(run_dir, cfg)
         if finished is not None:
-            finish_loggers(cfg, run_dir, finished)
+            finish_loggers(run_dir, finished)
             return run_dir, finished
     created = not run_dir.exists()
     try:
@@ -410,7 +411,7 @@ def _resume_locked(run_dir: Path, progress: bool) -> dict[str, Any]:
     cfg = store.read_config(run_dir)
     finished = store.read_finished(run_dir, cfg)
     if finished is not None:
-        finish_loggers(cfg, run_dir, finished)
+        finish_loggers(run_dir, finished)
         return finished
     if (run_dir / "serve").is_dir():  # a service started from a config: its versions are not a run's epochs
         raise UserError(f"'{run_dir}' is a service's directory, not an interrupted run; run the "

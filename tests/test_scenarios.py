@@ -88,9 +88,12 @@ def test_the_validation_split_never_takes_a_class_last_training_row():
     tasks = scenarios.split_classes(toy_dataset(n_per_class=2), [[0, 1], [2, 3]])
     for task in scenarios.finalize(tasks, "task", seed=0, validation=0.99):
         assert sorted(task.train.labels.tolist()) == [0, 1] and sorted(task.val.labels.tolist()) == [0, 1]
+    mixed = [replace(tasks[0], train=tasks[0].train.subset(torch.tensor([0, 1, 2])))]  # class 1 has one row
+    task = scenarios.finalize(mixed, "task", seed=0, validation=0.5)[0]
+    assert sorted(task.train.labels.tolist()) == [0, 1] and task.val.labels.tolist() == [0]
     one = [replace(tasks[0], train=tasks[0].train.subset(torch.tensor([0, 2])))]  # one row of each class
-    task = scenarios.finalize(one, "task", seed=0, validation=0.5)[0]
-    assert task.train.labels.numel() == 2 and task.val.labels.numel() == 0
+    with pytest.raises(UserError, match="task 1 has no validation rows: each of its classes has a single training"):
+        scenarios.finalize(one, "task", seed=0, validation=0.5)  # its accuracy would read 0 whatever the model
 
 
 def test_a_task_without_training_rows_is_a_user_error():

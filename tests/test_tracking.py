@@ -160,13 +160,13 @@ def test_uri_credentials_are_refused_and_never_echoed(tmp_path, capsys):
     assert "in-memory store" in capsys.readouterr().err
     masked = redact("MLflow (http://bob@h:1/x): to http://bob:pw@h:1/api")
     assert masked == "MLflow (http://***@h:1/x): to http://***@h:1/api"
-    with pytest.raises(UserError, match=r"'postgresql://\*\*\*@h/db' needs its database driver, which is not "
-                                        r"installed \(psycopg\)"):
+    with pytest.raises(UserError, match=r"'postgresql://\*\*\*@h/db' needs a package that is not installed "
+                                        r"\(psycopg; a database store needs its driver"):
         with tracking_errors("postgresql://bob@h/db"):
             raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
 
 
-def test_an_attempt_killed_before_its_first_checkpoint_is_marked_superseded(tiny, tracking):
+def test_an_attempt_killed_before_its_first_checkpoint_is_marked_superseded(tiny, tracking, tmp_path):
     """A run killed before any checkpoint starts over; the MLflow run of the killed attempt (left RUNNING) is
     closed as KILLED and points at the run that replaced it, so the run directory has one live MLflow run."""
     from lifelong import run as train
@@ -175,7 +175,7 @@ def test_an_attempt_killed_before_its_first_checkpoint_is_marked_superseded(tiny
 
     uri, client = tracking
     cfg = build_config(tiny(logger="mlflow", mlflow={"uri": uri}, train={"epochs": 1}))
-    experiment = client.create_experiment("lifelong")
+    experiment = client.create_experiment("lifelong", artifact_location=str(tmp_path / "mlartifacts"))
     run_dir = store.run_directory(cfg)
     killed = client.create_run(experiment, tags={RUN_DIR_TAG: str(run_dir.resolve())}).info.run_id
     train(cfg)

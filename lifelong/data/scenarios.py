@@ -229,6 +229,10 @@ def finalize(
         if validation > 0:
             held = _stratified_pick(train.labels, validation, g, leave_one=True)
             val = train.subset(held.nonzero().squeeze(1))
+            if train.labels.numel() and val.labels.numel() == 0:  # its accuracy would read 0 for any model
+                raise UserError(f"task {i + 1} has no validation rows: each of its classes has a single training "
+                                "row, which training keeps; set data.validation to 0, or give the classes two rows "
+                                "or more")
             train = train.subset((~held).nonzero().squeeze(1))
         if train_fraction < 1.0:
             train = train.subset(_stratified_pick(train.labels, train_fraction, g).nonzero().squeeze(1))

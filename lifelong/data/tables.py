@@ -64,8 +64,11 @@ def read_table(path: Path, dataset: Dataset, source: SourceConfig) -> DatasetSpl
         test = split == "test"
     else:
         keys = label.astype(str)
-        if groups is not None:  # (task, class): a separator numpy keeps ("\0" vanished: task 1 + "12" = task 11 + "2")
-            keys = np.char.add(np.char.add(groups.astype(str), "\x1f"), keys)
+        if groups is not None:  # (task, class) keys, as ever, unless two pairs share one: numpy drops the "\0", so
+            joined = np.char.add(groups.astype(str), "\0" + keys)  # task 1 + "12" = task 11 + "2"
+            pairs = len(set(zip(groups.tolist(), keys.tolist())))
+            apart = np.char.add(np.char.add(groups.astype(str), "\x1f"), keys)  # a separator numpy keeps
+            keys = joined if len(np.unique(joined)) == pairs else apart
         test = holdout(np.where(keep, keys, "\0left out"), source.test_split)
     train_rows, test_rows = np.flatnonzero(keep & ~test), np.flatnonzero(keep & test)
     class_names, (train_y, test_y) = class_ids([label[train_rows], label[test_rows]], f"the labels of {path}")

@@ -116,8 +116,9 @@ class tracking_errors:  # noqa: N801 - used as a context manager
             return False
         where = redact(self.where)
         if isinstance(err, ImportError):  # a database store whose driver is not installed (postgresql, mysql)
-            raise UserError(f"MLflow store '{where}' needs its database driver, which is not installed "
-                            f"({err.name or err}): pip install it, or use sqlite:///PATH.db") from None
+            raise UserError(f"MLflow store '{where}' needs a package that is not installed ({err.name or err}; a "
+                            "database store needs its driver, an s3:// artifact store boto3): pip install it, or "
+                            "use sqlite:///PATH.db") from None
         module = type(err).__module__.split(".")[0]
         if module in ("mlflow", "requests", "urllib3", "sqlalchemy", "alembic") or isinstance(err, (OSError, ValueError)):
             text = redact(str(err))

@@ -68,9 +68,14 @@ class Service:
         self.served = self._load(current["version"])
         self.trainer = Trainer(self.models.load(self.versions.state(current["version"])), self.models, self.journal)
         self.pos = int(current["resume_pos"])  # journal position of the last sample the trainer learnt
-        if current.get("journal", self.journal.id) != self.journal.id or self.pos > self.journal.last():
-            self.pos = 0  # a new journal (the old one moved away): every sample in it is new to the learner
-            self.versions.set_current(current["version"], 0, self.journal.id)
+        recorded = current.get("journal")  # None: written before journals had ids
+        # a new journal (the old one moved away): every sample in it is new to the learner, and versions without
+        # an id were learnt from the old one
+        self.journal_replaced = recorded != self.journal.id if recorded else self.pos > self.journal.last()
+        pos = 0 if self.journal_replaced else min(self.pos, self.journal.last())  # (or restored from an older copy)
+        if pos != self.pos or recorded != self.journal.id:
+            self.pos = pos
+            self.versions.set_current(current["version"], pos, self.journal.id)
         self.known = set(self.served.info["known"])  # canary classes the trainer has learnt
         self.space = LabelSpace(benchmark, self.trainer.reached())
         self.guard = Guard(self.journal, settings.guard, self.space.key)
@@ -160,7 +165,8 @@ class Service:
 
     def _journal_pos(self, info: dict[str, Any]) -> int:
         """The journal position a version has learnt up to: 0 for one learnt from another journal."""
-        same = info.get("journal", self.journal.id) == self.journal.id
+        recorded = info.get("journal")
+        same = recorded == self.journal.id if recorded else not self.journal_replaced
         return int(info["journal_pos"]) if same else 0
 
     def status(self) -> dict[str, Any]:
