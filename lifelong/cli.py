@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto, cpu or cuda")
     run.add_argument("--max-tasks", help="use only the first N tasks")
     run.add_argument("--train-fraction", help="use a stratified fraction of each task's training data")
-    run.add_argument("--logger", help="none or tensorboard (event files in RUN_DIR/tensorboard; pip install tensorboard)")
+    run.add_argument("--logger", help="none, tensorboard, mlflow, or several comma-separated (docs/tracking.md; "
+                     "`lifelong list loggers`)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set train.lr=0.01 --set model.hidden=[100,100]")
     origin = run.add_argument_group("document 000's command (docs/methods.md, gs-mask)")
