@@ -182,6 +182,10 @@ def _run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         raise UserError("--dataset loads document 000's preset with its own benchmark; use either --dataset or "
                         "--benchmark")
     raw = gs_mask_preset(args.dataset) if args.dataset is not None else read_yaml(args.config) if args.config else {}
+    if "variants" in raw or {"base", "params"} <= set(raw):  # an experiment or a sweep file, not one run's config
+        command = "compare" if "variants" in raw else "sweep"
+        raise UserError(f"'{args.config}' describes several runs ({'variants' if command == 'compare' else 'params'}"
+                        f"); run it with `lifelong {command} --config {args.config}`")
     for key, value in origin_assignments(args.meta_learn, args.task_reg, args.num_iterations).items():
         merge(raw, key.split("."), value)
     for flag, key in RUN_FLAGS.items():  # flag values stay strings (paths are not YAML); pydantic converts numbers

@@ -112,3 +112,12 @@ def test_warnings_are_one_line_on_the_command_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_list", lambda console, what: warnings.warn("few filters free", UserWarning))
     assert main(["list"]) == 0
     assert capsys.readouterr().err == "lifelong: warning: few filters free\n"
+
+
+@pytest.mark.parametrize("text, command", [("variants: [{name: a, set: {method: naive}}]\n", "compare"),
+                                           ("name: s\nbase: {method: ewc}\nparams: {ewc.lam: [1, 10]}\n", "sweep")])
+def test_run_on_an_experiment_or_sweep_file_names_the_command(tmp_path, capsys, text, command):
+    (tmp_path / "exp.yml").write_text(text)
+    assert main(["run", "--config", str(tmp_path / "exp.yml"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"run it with `lifelong {command} --config" in err and len(err.strip().splitlines()) == 1
