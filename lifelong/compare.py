@@ -53,11 +53,7 @@ class OrderSweep(BaseModel):
     @field_validator("positions")
     @classmethod
     def _distinct(cls, positions: list[int] | None) -> list[int] | None:
-        repeated = next((p for i, p in enumerate(positions or []) if p in positions[:i]), None)
-        if repeated is not None:
-            raise ValueError(f"position {repeated} is given twice in {positions}, which would count one run twice; "
-                             "give each position once")
-        return positions
+        return positions if positions is None else given_once(positions, "position")
 
 
 class Experiment(BaseModel):
@@ -92,11 +88,16 @@ def check_seeds(seeds: list[int]) -> list[int]:
     """At least one seed, none twice: a repeated seed is one run counted twice in the mean and std."""
     if not seeds:
         raise ValueError("give at least one seed, e.g. [0, 1]")
-    repeated = next((seed for i, seed in enumerate(seeds) if seed in seeds[:i]), None)
+    return given_once(seeds, "seed")
+
+
+def given_once(values: list[int], what: str) -> list[int]:
+    """``values`` when none repeats: a repeated seed or position is one run counted twice in the mean and std."""
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
     if repeated is not None:
-        raise ValueError(f"seed {repeated} is given twice in {seeds}, which would count one run twice; give each "
-                         "seed once")
-    return seeds
+        raise ValueError(f"{what} {repeated} is given twice in {values}, which would count one run twice; give each "
+                         f"{what} once")
+    return values
 
 
 def experiment_from_dict(raw: dict[str, Any]) -> Experiment:

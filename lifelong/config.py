@@ -10,7 +10,6 @@ import hashlib
 import inspect
 import json
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -21,7 +20,7 @@ from lifelong.data.benchmarks import BENCHMARKS, default_scenario, task_count
 from lifelong.data.own import source_sha256
 from lifelong.errors import UserError, closest
 from lifelong.loggers import LOGGERS
-from lifelong.loggers.mlflow import MlflowSettings
+from lifelong.loggers.mlflow import MlflowSettings, redact
 from lifelong.methods import METHODS, method_class, param_sections
 from lifelong.models import MODELS
 
@@ -358,7 +357,7 @@ def _describe(err: ValidationError, prefix: str = "", model: type[BaseModel] | N
         section = prefix.rstrip(".") or (str(loc[0]) if len(loc) > 1 else "")
         lister = f"`lifelong list {section}` lists its keys" if section else "see `lifelong list`"
         return f"unknown config key '{key}'; {_key_hint(model, loc, prefix)} ({lister}; docs/configuration.md)"
-    got = re.sub(r"(?<=://)[^/@\s:']+(:[^/@\s']*)?@", "***@", repr(first.get("input")))  # no URI credentials
+    got = redact(repr(first.get("input")))  # no URI credentials
     return f"invalid config value for '{key}': {first['msg']} (got {got if len(got) <= 80 else got[:80] + '...'})"
 
 

@@ -30,7 +30,7 @@ from lifelong.data.scenarios import Benchmark, Task
 from lifelong.errors import UserError
 from lifelong.learner import Learner, on_device, resolve_device
 from lifelong.lock import run_lock
-from lifelong.loggers import open_loggers
+from lifelong.loggers import Loggers, open_loggers
 from lifelong.methods import METHODS
 from lifelong.methods.base import Method
 from lifelong.probe import probe_accuracy
@@ -293,8 +293,7 @@ def execute(cfg: Config, run_dir: Path, progress: bool = True,
         with contextlib.suppress(Exception):
             loggers.finish(None, {})
         raise
-    loggers.finish(results, store.run_files(run_dir))
-    (run_dir / LOGGERS_PENDING).unlink(missing_ok=True)
+    _hand_over(loggers, run_dir, results)
     return results
 
 
@@ -306,6 +305,11 @@ def finish_loggers(run_dir: Path, results: dict[str, Any]) -> None:
     cfg = store.read_config(run_dir)  # the loggers the run was made with (this command's may differ)
     loggers = open_loggers(cfg.logger)
     loggers.start(run_dir, cfg.to_dict(), history=store.read_metrics(run_dir))
+    _hand_over(loggers, run_dir, results)
+
+
+def _hand_over(loggers: Loggers, run_dir: Path, results: dict[str, Any]) -> None:
+    """The finished run's results and files to the loggers; nothing is pending once they took them."""
     loggers.finish(results, store.run_files(run_dir))
     (run_dir / LOGGERS_PENDING).unlink(missing_ok=True)
 

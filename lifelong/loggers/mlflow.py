@@ -132,7 +132,7 @@ class tracking_errors:  # noqa: N801 - used as a context manager
 
 def redact(text: str) -> str:
     """``text`` with the user and password of any URI in it replaced by ***."""
-    return re.sub(r"(?<=://)[^/@\s:]+(:[^/@\s]*)?@", "***@", str(text))
+    return re.sub(r"(?<=://)[^/@\s:']+(:[^/@\s']*)?@", "***@", str(text))
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -217,16 +217,19 @@ class MlflowLogger(Logger):
 
 def find_run(client: Any, experiment: str, tag: str, folder: Path) -> Any:
     """The latest MLflow run whose ``tag`` names ``folder`` (a run directory, a compare folder), or None."""
-    quoted = str(folder.resolve()).replace("'", "\\'")
-    runs = client.search_runs([experiment], filter_string=f"tags.`{tag}` = '{quoted}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = _tagged_runs(client, experiment, tag, folder, order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def _tagged_runs(client: Any, experiment: str, tag: str, folder: Path, **search: Any) -> list[Any]:
+    """The MLflow runs whose ``tag`` names ``folder`` (resolved)."""
+    quoted = str(folder.resolve()).replace("'", "\\'")
+    return client.search_runs([experiment], filter_string=f"tags.`{tag}` = '{quoted}'", **search)
 
 
 def unfinished_runs(client: Any, experiment: str, run_dir: Path) -> list[Any]:
     """The MLflow runs of ``run_dir`` that never finished (killed or failed attempts)."""
-    quoted = str(run_dir.resolve()).replace("'", "\\'")
-    runs = client.search_runs([experiment], filter_string=f"tags.`{RUN_DIR_TAG}` = '{quoted}'", max_results=100)
+    runs = _tagged_runs(client, experiment, RUN_DIR_TAG, run_dir, max_results=100)
     return [r for r in runs if r.info.status != "FINISHED"]
 
 

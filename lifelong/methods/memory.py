@@ -108,9 +108,8 @@ class Memory:
 
     def _add_balanced(self, rows: MemoryRows) -> None:
         """Greedy class balance (GDumb) decided per batch, a class being a (task, target) pair: fill free slots
-        first; when full, the classes' counts
-        become the water-filled balance of (held + offered), offered rows kept in their order, surplus rows of
-        the largest classes evicted at random."""
+        first; when full, the classes' counts become the water-filled balance of (held + offered), offered rows
+        kept in their order, surplus rows of the largest classes evicted at random."""
         b = len(rows.targets)
         self.seen += b
         free = min(self.size - self.count, b)

@@ -47,7 +47,7 @@ class _State:
         yield CounterMetricFamily("lifelong_serve_candidates_refused", "candidate versions the guard refused",
                                   value=s.refused_total)
         yield GaugeMetricFamily("lifelong_serve_learner_up", "1 while the learner thread learns",
-                                value=float(s.error is None and s.thread is not None and s.thread.is_alive()))
+                                value=float(s.learner_state() == "learning"))
         accuracy = GaugeMetricFamily("lifelong_serve_canary_accuracy", "canary accuracy of the served version "
                                      "per class (at the last evaluation)", labels=["class"])
         for key, value in sorted(s.canary_report.get("accuracy", {}).items()):
